@@ -33,7 +33,7 @@ def _command_types() -> list:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name == module:  # stage not built yet in this checkout
+            if e.name and module.startswith(e.name):  # stage not built yet in this checkout
                 continue
             raise
         types.append(Annotated[getattr(mod, cls), tyro.conf.subcommand(name)])
