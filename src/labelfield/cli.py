@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("fit", "labelfield.train.command", "FitCommand"),
     ("annotate", "labelfield.annotate.command", "AnnotateCommand"),
     ("eval", "labelfield.evaluate.command", "EvalCommand"),
+    ("baseline", "labelfield.baselines.command", "BaselineCommand"),
     ("export", "labelfield.export.command", "ExportCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
 ]
@@ -45,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     types = _command_types()
     cmd = tyro.cli(Union[tuple(types)] if len(types) > 1 else types[0], args=argv)  # noqa: UP007
     try:
-        cmd.run()
+        rc = cmd.run()
     except LabelfieldError as e:
         print(f"labelfield: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("labelfield: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(rc or 0)  # a command may report its own status (fit: 130 after a Ctrl-C that saved a checkpoint)
 
 
 if __name__ == "__main__":
