@@ -1,0 +1,1 @@
+"""Label-propagation baselines without learning: nearest labelled frame, and depth-based reprojection."""
