@@ -9,6 +9,7 @@ Notation (fixed for the whole package):
 
 Other conventions and how they come in (each converter below says the flip it does):
     OpenGL / nerfstudio / instant-ngp / Blender c2w: +x right, +y up, camera looks along -z.
+    Mitsuba sensor to_world: +x left, +y up, camera looks along +z.
     COLMAP / ScanNet extrinsics: OpenCV axes; COLMAP stores world-to-camera (w2c) as quaternion + translation.
     Pixel centres at +0.5 (COLMAP, nerfstudio, instant-ngp): the centre of pixel u is at u + 0.5.
 """
@@ -91,6 +92,15 @@ def opengl_to_opencv(c2w_gl: np.ndarray) -> np.ndarray:
 def opencv_to_opengl(c2w_cv: np.ndarray) -> np.ndarray:
     """OpenCV c2w -> OpenGL c2w: the same flip (it is its own inverse)."""
     return np.asarray(c2w_cv, np.float64) @ _GL_CV_FLIP
+
+
+def opencv_to_mitsuba(c2w_cv: np.ndarray) -> np.ndarray:
+    """OpenCV c2w -> Mitsuba sensor `to_world`: negate the camera's x and y axes.
+
+    Mitsuba's camera looks along +z with +y up and +x to the image's *left* (its `look_at` builds
+    [left, up, forward]), so OpenCV's right/down axes are its -x/-y.
+    """
+    return np.asarray(c2w_cv, np.float64) @ np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def w2c_to_c2w(w2c: np.ndarray) -> np.ndarray:
