@@ -17,9 +17,12 @@ Other conventions and how they come in (each converter below says the flip it do
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where rays are built, so readers and exporters start fast
+    import torch
 
 # diag(1, -1, -1): negating the camera's y and z axes turns OpenGL camera axes into OpenCV ones and back.
 _GL_CV_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -192,6 +195,8 @@ def pixel_directions(
     u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
 ) -> torch.Tensor:
     """Camera-frame ray directions (N, 3) with z = 1 for pixel coordinates u, v (N,) (OpenCV axes)."""
+    import torch
+
     return torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], -1)
 
 
@@ -215,6 +220,8 @@ def rays_from_pixels(
     Differentiable in nothing that matters (inputs are data). Example:
         >>> o, d, zs = rays_from_pixels(u, v, intr, c2w)
     """
+    import torch
+
     d_cam = pixel_directions(u, v, intr[:, 0], intr[:, 1], intr[:, 2], intr[:, 3])
     norm = d_cam.norm(dim=-1, keepdim=True)
     rays_d = torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam / norm)
@@ -224,6 +231,8 @@ def rays_from_pixels(
 
 def frame_rays(intr: Intrinsics, c2w: np.ndarray, device: torch.device | str = "cpu"):
     """Rays for every pixel of one frame, row-major: rays_o, rays_d (H*W, 3), z_scale (H*W,)."""
+    import torch
+
     v, u = torch.meshgrid(
         torch.arange(intr.height, dtype=torch.float32, device=device),
         torch.arange(intr.width, dtype=torch.float32, device=device),
