@@ -42,8 +42,9 @@ class ModelConfig:
     """Width of the density and colour MLPs."""
     density_layers: int = 1
     """Hidden layers of the density MLP (encoding -> sigma + geometry features)."""
-    color_layers: int = 2
-    """Hidden layers of the colour MLP (geometry features + direction encoding -> rgb)."""
+    color_layers: int = 1
+    """Hidden layers of the colour MLP (geometry features + direction encoding -> rgb). Instant-NGP uses 2; 1
+    cut a CPU training step by ~15 % here (labels do not need fine view-dependent colour)."""
     geo_feat_dim: int = 15
     """Geometry features passed from the density MLP to the colour and semantic heads."""
     sh_degree: int = 4
@@ -76,13 +77,13 @@ class ModelConfig:
     """Default near distance in metres when render_rays gets none."""
     background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Colour of the remaining transmittance (1 - opacity), unless render_rays is given a background."""
-    random_background: bool | None = None
+    random_background: bool | None = False
     """Training only, when render_rays gets no background: a random colour per ray for the remaining
-    transmittance. None = auto: random when the scene has no background class (closed scenes such as rooms:
-    the backdrop cannot explain any colour, so surfaces become opaque instead of letting a white background
-    show through bright walls), the constant background_color otherwise (object captures, whose images show
-    the backdrop). For RGBA data the trainer can instead pass its own random colours and composite the
-    target over them."""
+    transmittance; None = random exactly when the scene has no background class. Off by default: on the toy
+    room (cameras on a circle, looking inward) it drove the field into a degenerate "bubble" per camera
+    (opaque fog right in front of each camera, painted with its view: train PSNR 27, held-out 14, held-out
+    label accuracy 0.3 vs 0.94 with the constant colour). For RGBA data the trainer can pass its own random
+    colours to render_rays and composite the target over them."""
 
 
 class Model(nn.Module):

@@ -2,8 +2,10 @@
 
 Heuristic, in order:
 1. **Depth present** (RGB-D captures, rooms): back-project the valid depth of up to `max_frames` frames
-   (subsampled pixels), take the 0.5 / 99.5 percentiles per axis (robust to stray depth), join the camera
-   centres, and pad by 5 % of the extent. near = half the 1st percentile of the depths, in [0.01, 0.1] m.
+   (subsampled pixels), drop points deeper than 1.5 x the 99th depth percentile (stray depth), take the
+   extent of the rest joined with the camera centres, and pad by 5 % of it. (Coordinate percentiles would
+   cut off the ceiling, which few pixels see; a surface outside the box makes the field fill the box with
+   fog to explain it.) near = half the 1st percentile of the depths, in [0.01, 0.1] m.
 2. **No depth, cameras looking inward** (object captures such as NeRF synthetic): the optical axes converge.
    Find the point p closest to all axes in least squares; if it lies in front of >= 80 % of the cameras, the
    object sits around p and must fit in the images, so the box is a cube centred at p with half-size
@@ -66,8 +68,11 @@ def scene_bounds(scene: Scene, max_frames: int = 32, max_points: int = 200_000) 
     axes = poses[:, :3, 2]  # OpenCV: +z is the viewing direction
     pts, zs = _depth_points(scene, max_frames, max_points)
     if len(pts) >= 100:
-        lo = np.percentile(pts, 0.5, axis=0)
-        hi = np.percentile(pts, 99.5, axis=0)
+        # Stray depth is far depth (through windows, sensor noise): drop points deeper than 1.5 x the 99th
+        # percentile, then take the full extent (coordinate percentiles would cut off ceilings and corners,
+        # which few pixels see).
+        keep = zs <= 1.5 * np.percentile(zs, 99)
+        lo, hi = pts[keep].min(0), pts[keep].max(0)
         lo, hi = np.minimum(lo, centres.min(0)), np.maximum(hi, centres.max(0))
         pad = 0.05 * (hi - lo).max()
         near = float(np.clip(0.5 * np.percentile(zs.astype(np.float64), 1), 0.01, 0.1))
