@@ -255,6 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--density", default="full", help="label density: full, clicks:N, scribbles, percent:P, lowres:F")
     ap.add_argument("--noise", default=None, help="label noise on the labelled frames, e.g. pixel:0.3")
+    ap.add_argument("--depth-loss", action="store_true", help="both models also fit the scene's depth (RGB-D)")
     ap.add_argument("--eval-frames", type=int, default=6, help="frames scored per point (0 = all unlabelled)")
     ap.add_argument("--eval-set", choices=("unlabelled", "labelled"), default="unlabelled")
     ap.add_argument("--nerf-batch-rays", type=int, default=1024, help="semantic-nerf rays per step (paper: 1024)")
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_set": args.eval_set, "eval_frames": args.eval_frames, "seed": args.seed,
             "checkpoints": args.checkpoints, "nerf_checkpoints": args.nerf_checkpoints,
             "nerf_batch_rays": args.nerf_batch_rays, "nerf_semantic_weight": args.nerf_semantic_weight,
+            "depth_loss": args.depth_loss,
         },  # fmt: skip
         "eval_note": (f"scored on {'all' if args.eval_frames <= 0 else args.eval_frames} {args.eval_set} frames per "
                       "scene (adjacent pairs, the same for every method); 3D consistency on GT depth; model times "
@@ -367,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
                             row.update(run_baseline(method, scene, sparse, frames, out))
                         else:
                             if dataset is None:
-                                dataset = RayDataset(scene, sparse, False, FitConfig().labelled_ray_fraction)
+                                dataset = RayDataset(scene, sparse, args.depth_loss, FitConfig().labelled_ray_fraction)
                             budget = args.budget if method == "ngp" else nerf_budget
                             fr = args.checkpoints if method == "ngp" else args.nerf_checkpoints
                             config = FitConfig(model=method, labelled=spec, label_density=args.density,
                                                label_noise=args.noise, seed=args.seed, steps=10**9,
-                                               time_budget=budget, device=str(device.type), threads=threads,
+                                               depth_loss=args.depth_loss, time_budget=budget, device=str(device.type),
+                                               threads=threads,
                                                progress=False)  # fmt: skip
                             if method == "semantic-nerf":
                                 config = replace(config, batch_rays=args.nerf_batch_rays,

@@ -15,6 +15,7 @@ Per-file writes are atomic (`labelfield.io.write_image`); whole-folder atomicity
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -187,6 +188,16 @@ class LabelSet:
         if lab.ndim == 3:
             lab = lab[..., 0]
         return lab.astype(np.int64)
+
+    def class_masks(self, name: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(class id, (H, W) bool mask) for every non-void class present in frame `name` (exporters' unit)."""
+        lab = self.load_labels(name)
+        for cid in np.unique(lab).tolist():
+            if cid == self.classes.void_id:
+                continue
+            if cid not in self.classes.ids:
+                raise LabelfieldError(f"label id {cid} in frame {name} is not in the class table", self.root)
+            yield cid, lab == cid
 
     def load_rgb(self, name: str) -> np.ndarray | None:
         """(H, W, 3) uint8 rendered colour, or None when the folder has no rgb/ for this frame."""

@@ -104,17 +104,10 @@ def export_coco(labelset: LabelSet, out: str | Path, file_names: dict[str, str] 
     classes = labelset.classes
     images, anns = [], []
     for image_id, name in enumerate(labelset.names, start=1):
-        lab = labelset.load_labels(name)
-        H, W = lab.shape
+        W, H = labelset.record(name).intr().width, labelset.record(name).intr().height
         fname = file_names[name] if file_names and name in file_names else f"{name}.png"
         images.append({"id": image_id, "file_name": fname, "width": W, "height": H, "frame": name})
-        for cid in np.unique(lab):
-            cid = int(cid)
-            if cid == classes.void_id:
-                continue
-            if cid not in classes.ids:
-                raise LabelfieldError(f"label id {cid} in frame {name} is not in the class table", labelset.root)
-            m = lab == cid
+        for cid, m in labelset.class_masks(name):
             anns.append({
                 "id": len(anns) + 1, "image_id": image_id, "category_id": cid, "segmentation": encode_mask(m),
                 "area": int(m.sum()), "bbox": _bbox(m), "iscrowd": 0,

@@ -147,15 +147,9 @@ def export_labelstudio(
     classes = labelset.classes
     tasks = []
     for name in labelset.names:
-        lab = labelset.load_labels(name)
-        H, W = lab.shape
         results = []
-        for cid in np.unique(lab):
-            cid = int(cid)
-            if cid == classes.void_id:
-                continue
-            if cid not in classes.ids:
-                raise LabelfieldError(f"label id {cid} in frame {name} is not in the class table", labelset.root)
+        for cid, mask in labelset.class_masks(name):
+            H, W = mask.shape
             results.append({
                 "id": f"{name}_{cid}",
                 "type": "brushlabels",
@@ -164,7 +158,7 @@ def export_labelstudio(
                 "original_width": W,
                 "original_height": H,
                 "image_rotation": 0,
-                "value": {"format": "rle", "rle": mask_to_rle(lab == cid), "brushlabels": [classes.name_of(cid)]},
+                "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [classes.name_of(cid)]},
             })  # fmt: skip
         pred: dict = {"model_version": labelset.method or "labelfield", "result": results}
         conf = labelset.load_confidence(name)
