@@ -138,8 +138,9 @@ def test_command_bad_input(tmp_path):
         AnnotateCommand(tmp_path / "nope", tmp_path / "L").run()
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "step_0000010.pt").write_bytes(b"")
-    with pytest.raises(LabelfieldError, match="inside"):
-        AnnotateCommand(run, run / "L").run()
+    for bad in (run, tmp_path, run / "checkpoints" / "L"):
+        with pytest.raises(LabelfieldError, match="run folder"):
+            AnnotateCommand(run, bad).run()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")

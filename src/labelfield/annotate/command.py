@@ -79,7 +79,7 @@ class AnnotateCommand:
     run_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """The run folder written by `labelfield fit`."""
     out: Path
-    """The LABELS folder to write (replaced atomically; must not be inside the run or the scene)."""
+    """The LABELS folder to write (replaced atomically; may be RUN/labels, must not be inside the scene)."""
     frames: str = "all"
     """Frames to annotate: all, unlabelled, labelled, none, or a list like 0,5,10-20,frame_007."""
     trajectory: Path | None = None
@@ -112,8 +112,10 @@ class AnnotateCommand:
         if not ckpts:
             raise LabelfieldError("run folder has no checkpoint (checkpoints/step_*.pt): run `labelfield fit` "
                                   "first, or wait for its first save", run)  # fmt: skip
-        if _inside(out, run):
-            raise LabelfieldError(f"output must not be inside (or contain) the run folder {run}", out)
+        # LABELS may live in the run folder (runs/room/labels), but must not replace it or its checkpoints.
+        if _inside(out, run) and (out.resolve() == run.resolve() or out.resolve() in run.resolve().parents
+                                  or _inside(out, run / "checkpoints")):  # fmt: skip
+            raise LabelfieldError(f"output must not be (or contain) the run folder {run} or its checkpoints", out)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "frames.json").is_file())):
             raise LabelfieldError("output exists and is not a LABELS folder; choose a new path", out)
 
