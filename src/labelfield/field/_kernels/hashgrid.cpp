@@ -79,6 +79,17 @@ inline void corners(const float* xi, const Level& g, uint32_t idx[8], float w[8]
     }
 }
 
+// Corner rows and weights of points [b0, b0 + bn) at one level, prefetching those rows of `rows` (the table for
+// the forward, RW = 0; its gradient for the backward, RW = 1) before the gather/scatter that follows.
+template <int RW>
+inline void block_corners(const float* x, int64_t b0, int bn, const Level& g, const float* rows, int F,
+                          uint32_t (*idx)[8], float (*w)[8]) {
+    for (int i = 0; i < bn; ++i) {
+        corners(x + 3 * (b0 + i), g, idx[i], w[i]);
+        for (int k = 0; k < 8; ++k) __builtin_prefetch(rows + static_cast<size_t>(idx[i][k]) * F, RW, 1);
+    }
+}
+
 // Forward of points [b0, b0 + bn) (bn <= kBlock) at one level: corners and prefetch first, then gather.
 template <int FC>
 inline void forward_block(const float* x, int64_t b0, int bn, const float* tab, const Level& g, int nf, float* out,
@@ -86,10 +97,7 @@ inline void forward_block(const float* x, int64_t b0, int bn, const float* tab, 
     const int F = FC > 0 ? FC : nf;
     uint32_t idx[kBlock][8];
     float w[kBlock][8];
-    for (int i = 0; i < bn; ++i) {
-        corners(x + 3 * (b0 + i), g, idx[i], w[i]);
-        for (int k = 0; k < 8; ++k) __builtin_prefetch(tab + static_cast<size_t>(idx[i][k]) * F, 0, 1);
-    }
+    block_corners<0>(x, b0, bn, g, tab, F, idx, w);
     for (int i = 0; i < bn; ++i) {
         float* o = out + (b0 + i) * stride_n;
         for (int f = 0; f < F; ++f) {
@@ -107,10 +115,7 @@ inline void backward_block(const float* x, int64_t b0, int bn, const float* grad
     const int F = FC > 0 ? FC : nf;
     uint32_t idx[kBlock][8];
     float w[kBlock][8];
-    for (int i = 0; i < bn; ++i) {
-        corners(x + 3 * (b0 + i), g, idx[i], w[i]);
-        for (int k = 0; k < 8; ++k) __builtin_prefetch(gtab + static_cast<size_t>(idx[i][k]) * F, 1, 1);
-    }
+    block_corners<1>(x, b0, bn, g, gtab, F, idx, w);
     for (int i = 0; i < bn; ++i) {
         const float* go = grad + (b0 + i) * stride_n;
         for (int k = 0; k < 8; ++k) {
