@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from propagation_report import summarise, write_markdown, write_plot  # noqa: E402
 
 from labelfield.io import write_json  # noqa: E402
+from labelfield.models import config_class  # noqa: E402
 from labelfield.scene import Scene  # noqa: E402
 from labelfield.train.config import FitConfig  # noqa: E402
 
@@ -180,11 +181,11 @@ def run_model(
     """Train with the trainer's step under `config.time_budget`, scoring at each checkpoint (seconds of training).
 
     Same set-up as `labelfield.train.trainer.fit` (seeding, scene bounds and near, model, optimizer, sampler)
-    and the same step (`_Loop.train_step`), without the run folder; the training clock stops while scoring.
+    and the same step (`trainer.train_step`), without the run folder; the training clock stops while scoring.
     """
     from labelfield.models import build_model
     from labelfield.render.bounds import scene_bounds
-    from labelfield.train.trainer import _Loop, _with_scene_near, make_optimizer, seed_everything
+    from labelfield.train.trainer import TrainState, make_optimizer, seed_everything, train_step
 
     budget = float(config.time_budget or 0.0)
     seed_everything(config.seed)
@@ -192,13 +193,10 @@ def run_model(
     bg = classes.background_class
     bg_index = None if bg is None else int(classes.to_index(np.array([bg]))[0])
     aabb, near = scene_bounds(scene)
-    config = _with_scene_near(config, near)
-    model_args = {"name": config.model, "aabb": np.asarray(aabb).tolist(), "near": float(near),
-                  "num_classes": classes.num_classes, "background_class_index": bg_index}  # fmt: skip
-    model = build_model(config.model, config.model_config, aabb, classes.num_classes, bg_index).to(device)
+    model = build_model(config.model, config.model_config, aabb, classes.num_classes, bg_index, near).to(device)
     optimizer = make_optimizer(model.param_groups(config.lr), config)
     sampler = torch.Generator().manual_seed(config.seed)
-    loop = _Loop(config, model, optimizer, dataset, sampler, device, near, workdir, model_args)
+    state = TrainState(model, optimizer, sampler)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     points: list[dict[str, Any]] = []
@@ -207,7 +205,7 @@ def run_model(
     model.train()
     while todo:
         t0 = time.perf_counter()
-        loss_t, _ = loop.train_step(step, max(step / config.steps, trained / budget))
+        loss_t, _ = train_step(state, config, dataset, device, step, max(step / config.steps, trained / budget))
         sync()
         trained += time.perf_counter() - t0
         step += 1
@@ -372,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                                 dataset = RayDataset(scene, sparse, args.depth_loss, FitConfig().labelled_ray_fraction)
                             budget = args.budget if method == "ngp" else nerf_budget
                             fr = args.checkpoints if method == "ngp" else args.nerf_checkpoints
-                            config = FitConfig(model=method, labelled=spec, label_density=args.density,
+                            config = FitConfig(model_config=config_class(method)(), labelled=spec,
+                                               label_density=args.density,
                                                label_noise=args.noise, seed=args.seed, steps=10**9,
                                                depth_loss=args.depth_loss, time_budget=budget, device=str(device.type),
                                                threads=threads,

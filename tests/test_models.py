@@ -92,7 +92,7 @@ def test_per_ray_head_equals_compositing_linear_logits() -> None:
     from labelfield.render.sampling import march_rays
 
     ts, te, ri = march_rays(
-        rays_o, rays_d, model.aabb, model.step_size, near=model.config.near,
+        rays_o, rays_d, model.aabb, model.step_size, near=model.near,
         occupied_fn=model.occupancy.is_occupied, max_samples_per_ray=model.config.max_samples_per_ray,
         proxy_density_fn=model.occupancy.proxy_density,
     )  # fmt: skip

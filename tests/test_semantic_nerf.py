@@ -142,16 +142,16 @@ def test_fit_and_load_run(tmp_path) -> None:
     from labelfield.train.trainer import fit
 
     scene = toy_scene(4, 32, 24)
-    config = FitConfig(model="semantic-nerf", out=tmp_path / "run", steps=6, batch_rays=64, progress=False,
-                       labelled="every:2", checkpoint_every=100, threads=1)  # fmt: skip
-    assert isinstance(config.model_config, SemanticNeRFConfig)
-    config.model_config = SemanticNeRFConfig(**TINY)
+    config = FitConfig(model_config=SemanticNeRFConfig(**TINY), out=tmp_path / "run", steps=6, batch_rays=64,
+                       progress=False, labelled="every:2", checkpoint_every=100, threads=1)  # fmt: skip
+    assert config.model == "semantic-nerf"
     result = fit(config, scene=scene)
     assert result.step == 6 and np.isfinite(result.loss)
     back = FitConfig.load(tmp_path / "run" / "config.json")
     assert isinstance(back.model_config, SemanticNeRFConfig) and back.model_config.width == 32
-    assert back.model_config.near != SemanticNeRFConfig().near  # the scene's near reached the saved config
+    assert back.model == "semantic-nerf" and back.model_config.near is None  # the config is saved as given
     run = load_run(tmp_path / "run", scene=scene)
+    assert run.model.near == pytest.approx(scene_bounds(scene)[1])  # the scene's near reaches rendering
     f = scene.frames[1]
     img = render_image(run.model, f.intrinsics, f.c2w, chunk=256)
     assert img["probs"].shape == (24, 32, scene.classes.num_classes) and torch.isfinite(img["rgb"]).all()

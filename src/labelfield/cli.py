@@ -41,10 +41,31 @@ def _command_types() -> list:
     return types
 
 
+def _old_model_flag(args: list[str]) -> str | None:
+    """`fit --model NAME` (the flag before models became subcommands): one line naming the new form."""
+    if not args or args[0] != "fit":
+        return None
+    for i, a in enumerate(args):
+        if a == "--model" or a.startswith("--model="):
+            name = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            from labelfield.models import MODELS
+
+            if name not in MODELS:
+                return f"unknown model {name!r} (choose from {', '.join(MODELS)}: labelfield fit MODEL SCENE ...)"
+            return f"the model is a subcommand now: labelfield fit {name} SCENE ... (not --model {name})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if (old := _old_model_flag(args)) is not None:
+        print(f"labelfield: error: {old}", file=sys.stderr)
+        return 2
     types = _command_types()
-    cmd = tyro.cli(Union[tuple(types)] if len(types) > 1 else types[0], args=argv)  # noqa: UP007
+    # CascadeSubcommandArgs: `labelfield fit semantic-nerf SCENE --out RUN` (options after the model name).
+    cmd = tyro.cli(Union[tuple(types)] if len(types) > 1 else types[0], args=args,  # noqa: UP007
+                   config=(tyro.conf.CascadeSubcommandArgs,))  # fmt: skip
     try:
         rc = cmd.run()
     except LabelfieldError as e:

@@ -8,6 +8,7 @@ so running the demo again never overwrites an earlier result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from labelfield.errors import LabelfieldError
-from labelfield.io import read_json
 
 # src/labelfield/demo.py -> repository root (the demo scene is data, not package code).
 DEMO_SCENE = Path(__file__).resolve().parents[2] / "data" / "demo"
@@ -42,10 +42,9 @@ class DemoCommand:
     """Supervise rendered depth with the scene's depth maps (the demo room has them; RGB-only needs far longer)."""
 
     def run(self) -> int:
-        from labelfield.annotate.command import AnnotateCommand
-        from labelfield.evaluate.command import EvalCommand
-        from labelfield.train.config import FitConfig
-        from labelfield.train.trainer import fit
+        from labelfield.console import RichProgress
+        from labelfield.progress import Progress
+        from labelfield.train import FitConfig, fit
 
         scene = self.scene or DEMO_SCENE
         if not scene.is_dir():
@@ -53,7 +52,6 @@ class DemoCommand:
         console = Console(stderr=True)
         run_dir = self.out / time.strftime("%Y%m%d-%H%M%S")
         labels_dir = run_dir / "labels"
-        metrics_path = run_dir / "metrics.json"
         t0 = time.perf_counter()
 
         console.rule(f"1/3 fit {scene} ({self.labelled} labelled, {self.time_budget:.0f} s)")
@@ -67,18 +65,23 @@ class DemoCommand:
             device=self.device,  # type: ignore[arg-type]
             depth_loss=self.depth_loss,
         )
-        result = fit(config, console=console)
+        show = RichProgress(console)
+        try:
+            result = fit(config, on_progress=show)
+        finally:
+            show.close()
         if result.interrupted:
             return 130
         t_fit = time.perf_counter() - t0
 
         console.rule("2/3 annotate every frame")
-        AnnotateCommand(run_dir=run_dir, out=labels_dir, device=self.device).run()
+        n = annotate_run(run_dir, labels_dir, self.device, lambda i, n: show(Progress("annotate", i, n, "frames")))
+        show.close()
+        console.print(f"annotate: {n} frames -> {labels_dir}")
         t_annotate = time.perf_counter() - t0 - t_fit
 
         console.rule("3/3 evaluate against the full ground truth")
-        EvalCommand(labels=labels_dir, gt=scene, json=metrics_path).run()
-        metrics = read_json(metrics_path)
+        metrics = evaluate_labels(labels_dir, scene, run_dir / "metrics.json")
         total = time.perf_counter() - t0
 
         table = Table(title="labelfield demo")
@@ -94,6 +97,57 @@ class DemoCommand:
         out.print(table)
         out.print(f"labels: {labels_dir}\nreport: {labels_dir / 'report.html'}")
         return 0
+
+
+def annotate_run(
+    run_dir: Path, labels_dir: Path, device: str = "auto", on_frame: Callable[[int, int], None] | None = None
+) -> int:
+    """Render every frame of the run into a LABELS folder (the user's labels kept on labelled frames).
+    Returns the number of frames written."""
+    from labelfield.annotate.frames import annotate_frames
+    from labelfield.io import atomic_dir
+    from labelfield.render.chunked import render_image
+    from labelfield.run import load_run
+    from labelfield.train.trainer import resolve_device
+
+    dev = resolve_device(device)
+    loaded = load_run(run_dir, device=dev)
+    scene = loaded.scene
+    labelled = set(loaded.labelled)
+    given = {i: a for i, a in loaded.sparse_labels().items() if i in labelled}
+    indices = list(range(len(scene)))
+
+    def render_fn(intr, c2w):
+        out = render_image(loaded.model, intr, c2w, device=dev)
+        if on_frame is not None:
+            render_fn.done += 1
+            on_frame(render_fn.done, len(indices))
+        return out
+
+    render_fn.done = 0
+    with atomic_dir(labels_dir) as tmp:
+        records = annotate_frames(
+            render_fn, scene, loaded.classes, tmp, indices, labelled, given, progress=False,
+            scene_path=loaded.manifest.scene, downscale=loaded.manifest.downscale,
+            method=f"labelfield:{loaded.spec.name}",
+        )  # fmt: skip
+    return len(records)
+
+
+def evaluate_labels(labels_dir: Path, scene_dir: Path, metrics_path: Path) -> dict:
+    """Score a LABELS folder against the scene's full labels; writes metrics JSON and LABELS/report.html."""
+    from labelfield.evaluate.core import evaluate
+    from labelfield.evaluate.report import write_report
+    from labelfield.formats import load_scene
+    from labelfield.io import write_json
+    from labelfield.labelset import read_labelset
+
+    ls = read_labelset(labels_dir)
+    scene = load_scene(scene_dir, downscale=max(1, int(round(float(ls.downscale or 1)))))
+    result = evaluate(ls, scene)
+    write_json(metrics_path, result.summary)
+    write_report(result, labels_dir / "report.html", title=f"labelfield eval: {labels_dir.name}")
+    return result.summary
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

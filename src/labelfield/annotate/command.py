@@ -105,17 +105,14 @@ class AnnotateCommand:
     """Show progress bars."""
 
     def _check_paths(self) -> None:
-        run, out = self.run_dir, self.out
-        if not run.is_dir():
-            raise LabelfieldError("run folder not found", run)
-        ckpts = sorted((run / "checkpoints").glob("step_*.pt")) if (run / "checkpoints").is_dir() else []
-        if not ckpts:
-            raise LabelfieldError("run folder has no checkpoint (checkpoints/step_*.pt): run `labelfield fit` "
-                                  "first, or wait for its first save", run)  # fmt: skip
+        from labelfield.run import RunFolder
+
+        run, out = RunFolder(self.run_dir), self.out
+        run.check_existing()
+        run.find_checkpoint(self.step)  # fails fast, before the scene loads
         # LABELS may live in the run folder (runs/room/labels), but must not replace it or its checkpoints.
-        if _inside(out, run) and (out.resolve() == run.resolve() or out.resolve() in run.resolve().parents
-                                  or _inside(out, run / "checkpoints")):  # fmt: skip
-            raise LabelfieldError(f"output must not be (or contain) the run folder {run} or its checkpoints", out)
+        if run.contains(out):
+            raise LabelfieldError(f"output must not be (or contain) the run folder {run.path} or its checkpoints", out)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "frames.json").is_file())):
             raise LabelfieldError("output exists and is not a LABELS folder; choose a new path", out)
 
@@ -125,13 +122,12 @@ class AnnotateCommand:
 
     def run(self) -> int:
         from labelfield.annotate.frames import annotate_frames
-        from labelfield.io import atomic_dir, read_json
+        from labelfield.io import atomic_dir
         from labelfield.render.chunked import render_image
-        from labelfield.run import load_run
+        from labelfield.run import RunFolder, load_run
 
         self._check_paths()
-        info_path = self.run_dir / "scene.json"
-        saved = read_json(info_path).get("scene") if info_path.is_file() else None
+        saved = RunFolder(self.run_dir).read_manifest().scene
         self._check_scene(self.scene if self.scene is not None else (Path(saved) if saved else None))
         if self.chunk < 1:
             raise LabelfieldError(f"--chunk must be positive, got {self.chunk}")
@@ -149,7 +145,7 @@ class AnnotateCommand:
             from labelfield.annotate.trajectory import read_camera_path, render_trajectory
 
             cams = read_camera_path(self.trajectory, scene.frames[0].intrinsics)
-        scene_path = str(self.scene.resolve()) if self.scene is not None else loaded.info.get("scene")
+        scene_path = str(self.scene.resolve()) if self.scene is not None else loaded.manifest.scene
 
         def render_fn(intr, c2w):
             return render_image(loaded.model, intr, c2w, chunk=self.chunk, device=device)
@@ -161,8 +157,8 @@ class AnnotateCommand:
                 records = annotate_frames(
                     render_fn, scene, loaded.classes, tmp, indices, labelled, given, keep_given=self.keep_given,
                     opacity_threshold=self.opacity_threshold, save_probs=self.save_probs, progress=self.progress,
-                    scene_path=scene_path, downscale=loaded.info.get("downscale", 1),
-                    method=f"labelfield:{getattr(loaded.config, 'model', 'model')}",
+                    scene_path=scene_path, downscale=loaded.manifest.downscale,
+                    method=f"labelfield:{loaded.spec.name}",
                 )  # fmt: skip
             dt = time.perf_counter() - t0
             video = None
@@ -179,17 +175,8 @@ class AnnotateCommand:
         return 0
 
     def _given(self, loaded, indices: list[int]) -> dict:
-        """The user's labels (as the run was trained on them) for the labelled frames among `indices`."""
+        """The user's labels (the sparse labels the run trained on) for the labelled frames among `indices`."""
         if not indices:
             return {}
-        from labelfield.labels import make_sparse_labels
-
-        spec = loaded.info.get("label_spec") or {}
-        sparse = make_sparse_labels(
-            loaded.scene,
-            labelled=",".join(str(i) for i in sorted(loaded.labelled)),
-            density=spec.get("density", "full"),
-            noise=spec.get("noise"),
-            seed=int(spec.get("seed", 0)),
-        )
+        sparse = loaded.sparse_labels()
         return {i: sparse[i] for i in indices if i in sparse}

@@ -1,43 +1,30 @@
-"""Radiance-field models and their registry.
+"""Radiance-field models and their configs.
 
-`build_model(name, config, aabb, num_classes, background_class_index) -> Model`; `MODELS` lists the names.
-`config` may be the model's config dataclass, a dict of its fields (e.g. read back from a run folder), or
-None for the defaults.
+Each model has a config dataclass in `models/configs.py` that names it and builds it:
+`NGPConfig().setup(aabb, num_classes, background_class_index) -> Model`. `MODELS` lists the names;
+`build_model(name, config, aabb, num_classes, background_class_index, near)` is the by-name entry point (a
+run folder stores the name and the config's fields).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from labelfield.models.base import Model, ModelConfig
+from labelfield.models.base import DEFAULT_NEAR, Model
+from labelfield.models.configs import MODEL_CONFIGS, ModelConfig, NGPConfig, SemanticNeRFConfig
 
-
-def _ngp() -> tuple[type, Callable[..., Model]]:
-    from labelfield.models.ngp import NGPModel
-
-    return ModelConfig, NGPModel
-
-
-def _semantic_nerf() -> tuple[type, Callable[..., Model]]:
-    from labelfield.models.semantic_nerf import SemanticNeRFConfig, SemanticNeRFModel
-
-    return SemanticNeRFConfig, SemanticNeRFModel
-
-
-_REGISTRY: dict[str, Callable[[], tuple[type, Callable[..., Model]]]] = {"ngp": _ngp, "semantic-nerf": _semantic_nerf}
-MODELS = tuple(_REGISTRY)
+MODELS = tuple(MODEL_CONFIGS)
 
 
 def config_class(name: str) -> type:
-    """The config dataclass of model `name`."""
-    if name not in _REGISTRY:
+    """The config dataclass of model `name` (ValueError naming the choices for an unknown one)."""
+    if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return _REGISTRY[name]()[0]
+    return MODEL_CONFIGS[name]
 
 
 def build_model(
@@ -46,10 +33,13 @@ def build_model(
     aabb: np.ndarray | torch.Tensor,
     num_classes: int,
     background_class_index: int | None = None,
+    near: float | None = None,
 ) -> Model:
     """Build model `name` ("ngp", "semantic-nerf") over the box aabb (2, 3) with num_classes semantic classes.
 
+    config: the model's config, a dict of its fields (e.g. read back from a run folder), or None (defaults).
     background_class_index: training index (0..C-1) of the class given to rays that hit nothing, or None.
+    near: the scene's near distance, used when the config leaves `near` unset (None: DEFAULT_NEAR).
     """
     cfg_cls = config_class(name)
     if config is None:
@@ -59,8 +49,20 @@ def build_model(
         config = cfg_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in known})
     elif not isinstance(config, cfg_cls):
         raise TypeError(f"model {name!r} takes a {cfg_cls.__name__}, got {type(config).__name__}")
-    aabb_t = torch.as_tensor(np.asarray(aabb, dtype=np.float32))
-    return _REGISTRY[name]()[1](config, aabb_t, num_classes, background_class_index)
+    model = config.setup(aabb, num_classes, background_class_index)
+    if config.near is None and near is not None:
+        model.near = float(near)
+    return model
 
 
-__all__ = ["MODELS", "Model", "ModelConfig", "build_model", "config_class"]
+__all__ = [
+    "DEFAULT_NEAR",
+    "MODELS",
+    "MODEL_CONFIGS",
+    "Model",
+    "ModelConfig",
+    "NGPConfig",
+    "SemanticNeRFConfig",
+    "build_model",
+    "config_class",
+]

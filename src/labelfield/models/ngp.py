@@ -25,7 +25,8 @@ import torch
 from labelfield.field.encodings import SphericalHarmonics
 from labelfield.field.hashgrid import HashGrid
 from labelfield.field.heads import ColorHead, DensityHead, SemanticHead
-from labelfield.models.base import Model, ModelConfig, semantic_outputs
+from labelfield.models.base import Model, semantic_outputs
+from labelfield.models.configs import NGPConfig
 from labelfield.render.composite import accumulate, render_weights
 from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
@@ -36,7 +37,7 @@ class NGPModel(Model):
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: NGPConfig,
         aabb: torch.Tensor,
         num_classes: int,
         background_class_index: int | None = None,
@@ -45,6 +46,8 @@ class NGPModel(Model):
         if config.semantic_head not in ("per_ray", "per_sample"):
             raise ValueError(f"semantic_head must be 'per_ray' or 'per_sample', got {config.semantic_head!r}")
         self.config = config
+        if config.near is not None:
+            self.near = float(config.near)
         c = config
         self.encoding = HashGrid(
             c.n_levels, c.n_features, c.log2_table_size, c.base_resolution, c.max_resolution, c.hash_backend
@@ -85,18 +88,19 @@ class NGPModel(Model):
             self.occupancy.update(self.density)
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Hash table (eps 1e-15 as in Instant-NGP, no decay) and MLPs (L2 1e-6)."""
+        """Hash table (no decay) and MLPs (L2 `weight_decay`), both with the config's Adam eps."""
         table = list(self.encoding.parameters())
         ids = {id(p) for p in table}
         mlps = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
+        c = self.config
         return [
-            {"params": table, "lr": lr, "eps": 1e-15, "weight_decay": 0.0},
-            {"params": mlps, "lr": lr, "eps": 1e-15, "weight_decay": 1e-6},
+            {"params": table, "lr": lr * c.lr_scale, "eps": c.adam_eps, "weight_decay": 0.0},
+            {"params": mlps, "lr": lr * c.lr_scale, "eps": c.adam_eps, "weight_decay": c.weight_decay},
         ]
 
     # --- rendering ----------------------------------------------------------------------------------
     def _background(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """(3,) or (n, 3) colour for the remaining transmittance (see ModelConfig.random_background)."""
+        """(3,) or (n, 3) colour for the remaining transmittance (see NGPConfig.random_background)."""
         random_bg = self.config.random_background
         if random_bg is None:
             random_bg = self.background_class_index is None
@@ -114,7 +118,7 @@ class NGPModel(Model):
     ) -> dict[str, torch.Tensor]:
         """Render rays (n, 3) (unit directions); see models/base.py for the outputs.
 
-        near, far: scalars or (n,) distances (None: config.near and the box exit); background: (3,) or (n, 3)
+        near, far: scalars or (n,) distances (None: `self.near` and the box exit); background: (3,) or (n, 3)
         colour for the remaining transmittance (None: config.background_color). Training mode jitters the
         samples (stratified marching); eval mode does not.
         """
@@ -124,7 +128,7 @@ class NGPModel(Model):
             rays_d,
             self.aabb,
             self.step_size,
-            near=self.config.near if near is None else near,
+            near=self.near if near is None else near,
             far=far,
             occupied_fn=self.occupancy.is_occupied,
             stratified=self.training,

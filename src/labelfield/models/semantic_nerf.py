@@ -17,49 +17,14 @@ logits_coarse and log_probs_coarse for the loss MSE_c + MSE_f + lambda (CE_c + C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from labelfield.field.encodings import FrequencyEncoding
 from labelfield.models.base import Model, semantic_outputs
+from labelfield.models.configs import SemanticNeRFConfig
 from labelfield.render.composite import accumulate, render_weights
 from labelfield.render.sampling import ray_aabb_intersect
-
-
-@dataclass
-class SemanticNeRFConfig:
-    """Configuration of the Semantic-NeRF baseline ("semantic-nerf"); defaults are the paper's."""
-
-    pos_freqs: int = 10
-    """Frequencies of the position encoding."""
-    dir_freqs: int = 4
-    """Frequencies of the direction encoding."""
-    depth: int = 8
-    """Layers of the trunk MLP."""
-    width: int = 256
-    """Width of the trunk MLP."""
-    skip_layer: int = 4
-    """The encoded position is concatenated again to the input of layer skip_layer + 1 (0-based)."""
-    head_width: int = 128
-    """Hidden width of the colour and semantic heads."""
-    n_coarse: int = 64
-    """Stratified samples per ray for the coarse network."""
-    n_importance: int = 128
-    """Importance samples per ray for the fine network (0 = coarse network only)."""
-    raw_noise_std: float = 0.0
-    """Std of the noise added to the raw density in training (NeRF's regulariser; 0 = off)."""
-    lr_scale: float = 0.05
-    """This model's learning rate is --lr x lr_scale (the paper's 5e-4 at the default --lr 1e-2)."""
-    adam_eps: float = 1e-8
-    """Adam epsilon for this model (PyTorch's default; the hash grid's 1e-15 is not needed here)."""
-    net_chunk: int = 65536
-    """Samples per network call when rendering without gradients (bounds the memory of whole-frame renders)."""
-    near: float = 0.05
-    """Default near distance in metres (the scene box also bounds every ray)."""
-    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour of the remaining transmittance (1 - opacity)."""
 
 
 class NeRFMLP(nn.Module):
@@ -138,6 +103,8 @@ class SemanticNeRFModel(Model):
     ) -> None:
         super().__init__(aabb, num_classes, background_class_index)
         self.config = c = config
+        if c.near is not None:
+            self.near = float(c.near)
         self.pos_encoding = FrequencyEncoding(3, c.pos_freqs)
         self.dir_encoding = FrequencyEncoding(3, c.dir_freqs)
         args = (
@@ -154,9 +121,10 @@ class SemanticNeRFModel(Model):
         self.register_buffer("background_color", torch.tensor(c.background_color, dtype=torch.float32))
 
     def param_groups(self, lr: float) -> list[dict]:
-        """One group at lr x lr_scale with the config's Adam eps, no weight decay (the paper's optimiser)."""
+        """One group at lr x lr_scale with the config's Adam eps and weight decay (the paper's: none)."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr * self.config.lr_scale, "eps": self.config.adam_eps, "weight_decay": 0.0}]
+        c = self.config
+        return [{"params": params, "lr": lr * c.lr_scale, "eps": c.adam_eps, "weight_decay": c.weight_decay}]
 
     def _net(
         self, net: nn.Module, x_enc: torch.Tensor, d_enc: torch.Tensor
@@ -213,7 +181,7 @@ class SemanticNeRFModel(Model):
         n = rays_o.shape[0]
         bg = self.background_color if background is None else background.to(rays_o)
         t_in, t_out = ray_aabb_intersect(rays_o, rays_d, self.aabb)
-        lo = torch.maximum(t_in, torch.as_tensor(c.near if near is None else near, dtype=rays_o.dtype))
+        lo = torch.maximum(t_in, torch.as_tensor(self.near if near is None else near, dtype=rays_o.dtype))
         hi = t_out if far is None else torch.minimum(t_out, torch.as_tensor(far, dtype=rays_o.dtype))
         hi = torch.maximum(hi, lo + 1e-3)  # rays that miss the box get a short interval (and learn it empty)
         k = torch.arange(c.n_coarse, device=rays_o.device, dtype=rays_o.dtype)

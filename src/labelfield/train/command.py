@@ -23,15 +23,16 @@ RESUME_OVERRIDES = ("steps", "time_budget", "device", "threads", "checkpoint_eve
 
 def resume_config(given: FitConfig) -> FitConfig:
     """The config of `given.resume`'s run with the allowed overrides from `given` applied."""
-    from labelfield.run import CONFIG_FILE
+    from labelfield.run import RunFolder
 
     assert given.resume is not None
     run_dir = Path(given.resume)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise LabelfieldError(f"cannot resume: not a run folder (no {CONFIG_FILE})", run_dir)
+    folder = RunFolder(run_dir)
+    if not folder.exists():
+        raise LabelfieldError("cannot resume: not a run folder (no config.json)", run_dir)
     if given.out is not None and Path(given.out).resolve() != run_dir.resolve():
         raise LabelfieldError("--out differs from --resume; a resumed run stays in its folder", given.out)
-    saved = FitConfig.load(run_dir / CONFIG_FILE)
+    saved = FitConfig.load(folder.config_path)
     defaults = FitConfig()
     changes = {}
     for f in dataclasses.fields(FitConfig):
@@ -41,7 +42,7 @@ def resume_config(given: FitConfig) -> FitConfig:
         if f.name in RESUME_OVERRIDES:
             changes[f.name] = value
         elif _norm(value) != _norm(getattr(saved, f.name)):
-            flag = "--" + f.name.replace("_", "-")
+            flag = "the model" if f.name == "model_config" else "--" + f.name.replace("_", "-")
             raise LabelfieldError(
                 f"{flag} cannot change when resuming (only {', '.join(RESUME_OVERRIDES)} can)", run_dir
             )
@@ -62,7 +63,7 @@ class FitCommand(FitConfig):
         config = FitConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(FitConfig)})
         from labelfield.train.trainer import fit
 
-        result = fit(config)
+        result = fit(config)  # rich bars and messages on stderr
         table = Table(title=f"fit: {result.run_dir}", show_header=False)
         table.add_row("steps", f"{result.step} ({result.steps_run} in this run)")
         table.add_row("seconds", f"{result.seconds:.1f} (total {result.total_seconds:.1f})")

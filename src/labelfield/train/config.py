@@ -1,24 +1,30 @@
 """`FitConfig`: every option of a fit, saved as RUN/config.json and reloadable with `FitConfig.load`.
 
-The attribute docstrings are the `labelfield fit --help` text (tyro). Nested dataclasses (the model's
-`ModelConfig`) serialise as nested JSON objects; paths as strings; tuples as lists.
+The attribute docstrings are the `labelfield fit --help` text (tyro). The model is a subcommand:
+`labelfield fit [ngp|semantic-nerf] SCENE ...` picks `model_config`'s class (models/configs.py), whose
+options are `--model.*`. In config.json the model is stored as `"model": NAME, "model_config": {...}` (the
+layout of earlier versions, which therefore still load); paths as strings, tuples as lists.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import tyro
 
 from labelfield.errors import LabelfieldError
 from labelfield.io import write_json
-from labelfield.models.base import ModelConfig
+from labelfield.jsonconfig import from_dict, to_jsonable
+from labelfield.models.configs import MODEL_CONFIGS, NGPConfig, SemanticNeRFConfig
+
+ModelChoice = Union[  # noqa: UP007 - tyro reads the Annotated members
+    Annotated[NGPConfig, tyro.conf.subcommand("ngp", prefix_name=False)],
+    Annotated[SemanticNeRFConfig, tyro.conf.subcommand("semantic-nerf", prefix_name=False)],
+]
+"""The models `labelfield fit` offers (one subcommand each); add a model's config here and to MODEL_CONFIGS."""
 
 
 @dataclass
@@ -47,10 +53,8 @@ class FitConfig:
     """Device: auto picks cuda when available."""
     threads: int = 0
     """CPU threads for PyTorch (0 = $OMP_NUM_THREADS when set, else every core this process may use)."""
-    model: str = "ngp"
-    """Model name from the model registry."""
-    model_config: ModelConfig = field(default_factory=ModelConfig)
-    """Model options (hash grid, heads, sampling) of ngp; other models use their own config's defaults."""
+    model_config: Annotated[ModelChoice, tyro.conf.arg(name="model")] = field(default_factory=NGPConfig)
+    """The model and its options (`--model.*`): ngp (default) or semantic-nerf."""
     batch_rays: int = 4096
     """Rays per optimisation step."""
     labelled_ray_fraction: float = 0.25
@@ -63,8 +67,8 @@ class FitConfig:
     """Decay after warm-up, down to lr * lr_final_ratio at the last step (cosine: it beat exponential on short runs)."""
     lr_final_ratio: float = 0.03
     """Learning rate at the end, as a fraction of --lr."""
-    adam_eps: float = 1e-15
-    """Adam epsilon (tiny, as in Instant-NGP: hash entries get rare, small gradients)."""
+    adam_eps: Optional[float] = None
+    """Adam epsilon of every parameter group; None = the model's own (--model.adam-eps)."""
     semantic_weight: float = 0.1
     """lambda in L = MSE(rgb) + lambda * CE(labels), void ignored (0.04 and 0.1 tied in short runs; see trainer)."""
     depth_loss: bool = False
@@ -82,19 +86,16 @@ class FitConfig:
     progress: bool = True
     """Show a progress bar."""
 
-    def __post_init__(self) -> None:
-        # `model_config` is typed as the ngp config (that is what tyro shows); another registered model with
-        # the ngp defaults untouched gets its own config class's defaults instead.
-        if self.model != "ngp" and type(self.model_config) is ModelConfig and self.model_config == ModelConfig():
-            from labelfield.models import MODELS, config_class
-
-            if self.model in MODELS:
-                self.model_config = config_class(self.model)()
+    @property
+    def model(self) -> str:
+        """The model's name ("ngp", "semantic-nerf")."""
+        return self.model_config.name
 
     # ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (paths as strings, nested configs as objects)."""
-        return _to_jsonable(self)
+        """Plain-JSON dict (paths as strings; the model as "model": NAME, "model_config": {...})."""
+        d = to_jsonable(self)
+        return {"model": self.model, **d}
 
     def save(self, path: str | Path) -> None:
         """Write as JSON atomically."""
@@ -103,14 +104,16 @@ class FitConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str | Path | None = None) -> FitConfig:
         """Inverse of `to_dict`; raises LabelfieldError naming `where` for an unknown key or a bad value."""
-        name, mc = d.get("model", "ngp"), d.get("model_config")
-        if name != "ngp" and isinstance(mc, dict):  # another model's config: read with that model's class
-            from labelfield.models import MODELS, config_class
-
-            if name not in MODELS:
-                raise LabelfieldError(f"unknown model {name!r}", where)
-            d = {**d, "model_config": _from_dict(config_class(name), mc, where, prefix="model_config.")}
-        return _from_dict(cls, d, where)
+        d = dict(d)
+        name = d.pop("model", "ngp")
+        if d.get("adam_eps") == 1e-15:  # earlier versions' unused default: each model's own eps applied
+            d["adam_eps"] = None
+        if name not in MODEL_CONFIGS:
+            raise LabelfieldError(f"unknown model {name!r} (choose from {', '.join(MODEL_CONFIGS)})", where)
+        mc = d.get("model_config")
+        if isinstance(mc, dict) or mc is None:
+            d["model_config"] = from_dict(MODEL_CONFIGS[name], mc or {}, where, prefix="model_config.")
+        return from_dict(cls, d, where)
 
     @classmethod
     def load(cls, path: str | Path) -> FitConfig:
@@ -125,56 +128,3 @@ class FitConfig:
         if not isinstance(d, dict):
             raise LabelfieldError("expected a JSON object", path)
         return cls.from_dict(d, path)
-
-
-def _to_jsonable(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _to_jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (list, tuple)):
-        return [_to_jsonable(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _to_jsonable(v) for k, v in x.items()}
-    return x
-
-
-def _strip(hint: Any) -> Any:
-    """Remove Annotated[...] wrappers (tyro markers) from a type hint."""
-    while typing.get_origin(hint) is typing.Annotated:
-        hint = typing.get_args(hint)[0]
-    return hint
-
-
-def _convert(hint: Any, value: Any, where: str | Path | None, name: str) -> Any:
-    """JSON value -> the field's type: nested dataclasses, Path, tuples; other values are kept."""
-    hint = _strip(hint)
-    if value is None or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
-        return value
-    origin = typing.get_origin(hint)
-    args = [_strip(a) for a in typing.get_args(hint)]
-    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
-        non_none = [a for a in args if a is not type(None)]
-        return _convert(non_none[0], value, where, name) if len(non_none) == 1 else value
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise LabelfieldError(f"config key {name!r} must be an object", where)
-        return _from_dict(hint, value, where, prefix=f"{name}.")
-    if hint is Path:
-        return Path(value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    return value
-
-
-def _from_dict(cls: type, d: dict[str, Any], where: str | Path | None, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise LabelfieldError(f"unknown config key {prefix}{unknown[0]!r}", where)
-    kwargs = {k: _convert(hints[k], v, where, prefix + k) for k, v in d.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise LabelfieldError(f"bad config ({e})", where) from e

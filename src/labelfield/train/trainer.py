@@ -1,4 +1,9 @@
-"""The training loop: data, model, Adam with warm-up and decay, progress, log, checkpoints, Ctrl-C, resume.
+"""Fitting: `prepare` (validate, load, sparse labels, ray cache) -> `initial_state` (new or resumed model,
+optimizer, RNGs) -> `write_run` (config, manifest, sparse labels) -> `train_loop` (steps, log, checkpoints).
+
+`run_fit(config, scene=None, on_progress=None) -> FitResult` does all four and never prints: progress goes
+to `on_progress` as `labelfield.progress.Progress` events ("load" frames, "fit" steps or seconds, "message").
+`fit(config, scene, console, on_step)` is the same with rich output (the command layer's view of it).
 
 One step (`step` counts completed steps; a checkpoint at step s holds the state after s steps):
     lr <- schedule(step)  ->  model.before_step(step)  ->  batch = dataset.sample(batch_rays, sampler)
@@ -22,7 +27,6 @@ with `interrupted=True`. A second Ctrl-C raises KeyboardInterrupt at once (nothi
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -32,28 +36,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from labelfield.errors import LabelfieldError
-from labelfield.io import atomic_path
-from labelfield.run import (
-    CONFIG_FILE,
-    LOG_FILE,
-    checkpoint_path,
-    latest_checkpoint,
-    list_checkpoints,
-    scene_info,
-    write_scene_info,
-)
+from labelfield.progress import Progress, ProgressFn, message
+from labelfield.run import ModelSpec, RunFolder, RunManifest, capture_rng, restore_rng
 from labelfield.scene import Scene
-from labelfield.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, psnr_from_mse
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -127,11 +124,15 @@ def lr_factor(step: int, progress: float, config: FitConfig) -> float:
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], config: FitConfig) -> torch.optim.Optimizer:
-    """Adam (fused where this PyTorch has it for the device, else foreach); each group remembers its peak lr."""
+    """Adam (fused where this PyTorch has it for the device, else foreach); each group remembers its peak lr.
+    The groups carry the model's lr, eps and weight decay; `config.adam_eps`, when set, replaces every eps."""
     for g in param_groups:
         g.setdefault("lr", config.lr)
         g["initial_lr"] = g["lr"]
-    kw = dict(lr=config.lr, betas=(0.9, 0.99), eps=config.adam_eps)
+        if config.adam_eps is not None:
+            g["eps"] = config.adam_eps
+    eps = config.adam_eps if config.adam_eps is not None else config.model_config.adam_eps
+    kw = dict(lr=config.lr, betas=(0.9, 0.99), eps=eps)
     try:
         return torch.optim.Adam(param_groups, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
@@ -158,65 +159,71 @@ def sigint_flag() -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def check_out_dir(out: Path) -> None:
-    """A new run needs an absent or empty folder: never mix two runs' checkpoints."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LabelfieldError("run folder exists and is not empty; use --resume to continue it, or another --out", out)
+# --- prepare -> state -> loop ----------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Everything a fit needs before the model exists; nothing written yet."""
+
+    config: FitConfig
+    folder: RunFolder
+    resuming: bool
+    device: torch.device
+    threads: int
+    scene: Scene
+    sparse: dict[int, np.ndarray]
+    spec: ModelSpec
+    checkpoint: dict[str, Any] | None
+    """The checkpoint a resume starts from (CPU tensors), or None."""
+    dataset: RayDataset
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint a resume starts from)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(s + "\n" for s in keep))
+@dataclass
+class TrainState:
+    """The state a training step changes (saved in every checkpoint)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: torch.Generator
+    step: int = 0
+    """Completed optimisation steps."""
+    seconds: float = 0.0
+    """Training seconds before this invocation (over resumes)."""
 
 
-# --- the fit ---------------------------------------------------------------------------------------
-def fit(
-    config: FitConfig,
-    scene: Scene | None = None,
-    console: Console | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Fit a model as `config` says and write the run folder (config.out, or config.resume to continue one).
-
-    Args:
-        config: the resolved options (for a resume: the run's config with any overrides applied).
-        scene: an in-memory scene to use instead of loading `config.scene` (tests, benchmarks).
-        console: where progress and messages go (default: stderr).
-        on_step: called with the completed step count after every step (tests, benchmarks).
-
-    Returns a FitResult. Raises LabelfieldError for bad input, before anything is written.
-    """
-    from labelfield.labels import make_sparse_labels
-    from labelfield.models import build_model
-    from labelfield.render.bounds import scene_bounds
-
-    console = console or Console(stderr=True)
+def validate(config: FitConfig) -> tuple[RunFolder, bool]:
+    """Check the options that need no data: the run folder, the counts. Returns (folder, resuming)."""
     resuming = config.resume is not None
-    run_dir = Path(config.resume if resuming else (config.out or "")).expanduser()
     if not resuming and config.out is None:
         raise LabelfieldError("no run folder: pass --out RUN (or --resume RUN)")
-    if resuming and not (run_dir / CONFIG_FILE).is_file():
-        raise LabelfieldError(f"cannot resume: not a run folder (no {CONFIG_FILE})", run_dir)
+    folder = RunFolder(Path(config.resume if resuming else config.out).expanduser())  # type: ignore[arg-type]
+    if resuming and not folder.exists():
+        raise LabelfieldError("cannot resume: not a run folder (no config.json)", folder.path)
     if not resuming:
-        check_out_dir(run_dir)
+        folder.check_new()
     if config.steps < 1 or config.batch_rays < 1:
         raise LabelfieldError("--steps and --batch-rays must be at least 1")
+    if config.model not in _model_names():
+        raise LabelfieldError(f"unknown model {config.model!r} (choose from {', '.join(_model_names())})")
+    return folder, resuming
 
+
+def _model_names() -> tuple[str, ...]:
+    from labelfield.models import MODELS
+
+    return MODELS
+
+
+def prepare(config: FitConfig, scene: Scene | None = None, on_progress: ProgressFn | None = None) -> Prepared:
+    """Validate `config`, load the scene (unless given), make the sparse labels, read the checkpoint a resume
+    starts from, and cache the rays. Raises LabelfieldError for bad input; writes nothing."""
+    from labelfield.labels import make_sparse_labels
+    from labelfield.render.bounds import scene_bounds
+
+    folder, resuming = validate(config)
     device = resolve_device(config.device)
     n_threads = set_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
     seed_everything(config.seed)
 
-    # Everything that can fail on bad input happens before the run folder is touched.
     if scene is None:
         if config.scene is None:
             raise LabelfieldError("no scene given (labelfield fit SCENE --out RUN)")
@@ -226,289 +233,329 @@ def fit(
     scene.validate()
     sparse = make_sparse_labels(scene, config.labelled, config.label_density, config.label_noise, config.seed)
     if not config.depth_loss and scene.frames[0].has_depth():
-        # Measured on the demo room (180 s, every:10): mIoU 0.69 from RGB alone, 0.95 with the depth loss.
-        console.print("[yellow]hint:[/] this scene has depth maps; --depth-loss usually converges far faster")
+        message(on_progress, "this scene has depth maps; --depth-loss usually converges far faster", "hint")
     classes = scene.classes
-    bg_index = None
-    if classes.background_class is not None:
-        bg_index = int(classes.to_index(np.array([classes.background_class]))[0])
 
-    ckpt_state = None
-    if resuming and (found := latest_checkpoint(run_dir)) is not None:
-        ckpt_state = load_checkpoint(found[1], map_location="cpu")
-    if ckpt_state is not None:
-        model_args = dict(ckpt_state["model_args"])
+    ckpt = None
+    if resuming and (found := folder.latest_checkpoint()) is not None:
+        from labelfield.run import load_checkpoint
+
+        ckpt = load_checkpoint(found[1], map_location="cpu")
+    if ckpt is not None:
+        spec = ModelSpec.from_dict(ckpt["model_args"])
     else:
+        bg_index = None
+        if classes.background_class is not None:
+            bg_index = int(classes.to_index(np.array([classes.background_class]))[0])
         aabb, near = scene_bounds(scene)
-        model_args = {
-            "name": config.model,
-            "aabb": np.asarray(aabb, np.float64).reshape(2, 3).tolist(),
-            "near": float(near),
-            "num_classes": classes.num_classes,
-            "background_class_index": bg_index,
-        }
-    config = _with_scene_near(config, model_args["near"])
-    if model_args["num_classes"] != classes.num_classes:
-        raise LabelfieldError("the scene's class table differs from the run's", run_dir)
+        spec = ModelSpec(
+            name=config.model,
+            aabb=np.asarray(aabb, np.float64).reshape(2, 3).tolist(),
+            near=float(near),
+            num_classes=classes.num_classes,
+            background_class_index=bg_index,
+        )
+    if spec.num_classes != classes.num_classes:
+        raise LabelfieldError("the scene's class table differs from the run's", folder.path)
 
-    with _loading_progress(console, len(scene.frames), config.progress) as advance:
-        dataset = RayDataset(scene, sparse, config.depth_loss, config.labelled_ray_fraction, on_frame=advance)
+    n = len(scene.frames)
 
+    def on_frame(i: int) -> None:
+        if on_progress is not None:
+            on_progress(Progress("load", i + 1, n, "frames", final=i + 1 == n))
+
+    dataset = RayDataset(scene, sparse, config.depth_loss, config.labelled_ray_fraction, on_frame=on_frame)
+    return Prepared(config, folder, resuming, device, n_threads, scene, sparse, spec, ckpt, dataset)
+
+
+def initial_state(prep: Prepared) -> TrainState:
+    """A new model (initialised under the seed) or the resumed one, its optimizer and the batch sampler."""
+    from labelfield.models import build_model
+
+    config, spec = prep.config, prep.spec
     model = build_model(
-        model_args["name"],
-        config.model_config,
-        np.asarray(model_args["aabb"], np.float64),
-        model_args["num_classes"],
-        model_args["background_class_index"],
-    ).to(device)
+        spec.name, config.model_config, spec.aabb_array(), spec.num_classes, spec.background_class_index, spec.near
+    ).to(prep.device)
     optimizer = make_optimizer(model.param_groups(config.lr), config)
     sampler = torch.Generator().manual_seed(config.seed)
-    start_step, seconds_before = 0, 0.0
-    if ckpt_state is not None:
-        model.load_state_dict(ckpt_state["model"])
-        optimizer.load_state_dict(ckpt_state["optimizer"])
-        restore_rng(ckpt_state["rng"], sampler)
-        start_step, seconds_before = int(ckpt_state["step"]), float(ckpt_state.get("seconds", 0.0))
-        del ckpt_state
+    state = TrainState(model, optimizer, sampler)
+    if prep.checkpoint is not None:
+        ckpt = prep.checkpoint
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng(ckpt["rng"], sampler)
+        state.step, state.seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
+        prep.checkpoint = None  # the tensors are in the model now
+    return state
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved_config = replace(config, out=run_dir.resolve(), resume=None)
-    if saved_config.scene is not None:
-        saved_config = replace(saved_config, scene=Path(saved_config.scene).resolve())
-    saved_config.save(run_dir / CONFIG_FILE)
-    label_spec = {
-        "labelled": config.labelled,
-        "density": config.label_density,
-        "noise": config.label_noise,
-        "seed": config.seed,
-    }
-    info = scene_info(
-        scene, config.scene, config.downscale, sorted(sparse), label_spec, model_args["aabb"], model_args["near"]
-    )
-    write_scene_info(run_dir, info)
-    log_path = run_dir / LOG_FILE
-    _truncate_log(log_path, start_step)
 
-    if start_step >= config.steps:
-        console.print(f"run is already at step {start_step} of {config.steps}: nothing to do")
-    else:
-        console.print(
-            f"fit: {len(scene.frames)} frames, {dataset.num_pixels:,} pixels "
-            f"({dataset.nbytes() / 2**20:.0f} MiB cached), {len(sparse)} labelled frames "
-            f"({dataset.num_labelled_pixels:,} labelled pixels), {classes.num_classes} classes; "
-            f"{config.model} on {device}" + (f" ({n_threads} threads)" if device.type == "cpu" else "")
+def write_run(prep: Prepared, state: TrainState) -> None:
+    """Write config.json, scene.json and the sparse labels; drop log lines past the resumed step."""
+    config, folder = prep.config, prep.folder
+    folder.path.mkdir(parents=True, exist_ok=True)
+    saved = replace(config, out=folder.path.resolve(), resume=None)
+    if saved.scene is not None:
+        saved = replace(saved, scene=Path(saved.scene).resolve())
+    folder.write_config(saved.to_dict())
+    label_spec = {"labelled": config.labelled, "density": config.label_density, "noise": config.label_noise,
+                  "seed": config.seed}  # fmt: skip
+    scene = prep.scene
+    folder.write_manifest(
+        RunManifest(
+            scene=None if config.scene is None else str(Path(config.scene).resolve()),
+            format=scene.format,
+            downscale=int(config.downscale),
+            classes=scene.classes.to_json(),
+            frames=scene.names,
+            labelled=[int(i) for i in sorted(prep.sparse)],
+            label_spec=label_spec,
+            aabb=prep.spec.aabb,
+            near=prep.spec.near,
         )
+    )
+    if not folder.has_sparse_labels():
+        folder.save_sparse_labels(prep.sparse)
+    folder.truncate_log(state.step)
 
-    loop = _Loop(config, model, optimizer, dataset, sampler, device, model_args["near"], run_dir, model_args)
-    return loop.run(start_step, seconds_before, console, on_step)
+
+def train_step(
+    state: TrainState, config: FitConfig, dataset: RayDataset, device: torch.device, step: int, lr_progress: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step at `step` (lr from the schedule at `lr_progress`). Returns (loss, mse) tensors
+    on the device (no sync)."""
+    f = lr_factor(step, lr_progress, config)
+    for g in state.optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * f
+    state.model.before_step(step)
+    batch = dataset.sample(config.batch_rays, state.sampler).to(device)
+    pred = state.model.render_rays(batch.rays_o, batch.rays_d)  # near: the model's (the scene's unless set)
+    losses = compute_losses(
+        pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight
+    )
+    state.optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    state.optimizer.step()
+    return losses.total.detach(), losses.mse
 
 
-def _with_scene_near(config: FitConfig, near: float | None) -> FitConfig:
-    """Put the scene's near distance into the model config (unless the user set one), so the saved config
-    renders with the same near plane as training: render_image calls render_rays without `near`."""
-    mc = config.model_config
-    if near is None or not hasattr(mc, "near") or mc.near != type(mc)().near:
-        return config
-    return replace(config, model_config=replace(mc, near=float(near)))
+def save_state(prep: Prepared, state: TrainState, step: int, seconds: float) -> Path:
+    """Checkpoint `state` at `step` (pruning to `keep_checkpoints`)."""
+    ckpt = {
+        "seconds": seconds,
+        "model": state.model.state_dict(),
+        "model_args": prep.spec.to_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "rng": capture_rng(state.sampler),
+    }
+    return prep.folder.save_checkpoint(step, ckpt, keep=prep.config.keep_checkpoints)
+
+
+class _Window:
+    """Loss and MSE tensors since the last log line (kept on the device: no sync per step)."""
+
+    def __init__(self, step: int) -> None:
+        self.reset(step, time.perf_counter())
+
+    def reset(self, step: int, t: float) -> None:
+        self.loss: list[torch.Tensor] = []
+        self.mse: list[torch.Tensor] = []
+        self.step, self.t = step, t
+
+    def add(self, loss: torch.Tensor, mse: torch.Tensor) -> None:
+        self.loss.append(loss)
+        self.mse.append(mse)
+
+    def means(self) -> tuple[float, float, float] | None:
+        """(loss, mse, psnr) means, or None when empty."""
+        if not self.loss:
+            return None
+        mse = float(torch.stack(self.mse).mean())
+        return float(torch.stack(self.loss).mean()), mse, psnr_from_mse(mse)
+
+
+def train_loop(prep: Prepared, state: TrainState, on_progress: ProgressFn | None = None) -> FitResult:
+    """Train from `state.step` to `config.steps` (or the time budget), logging, checkpointing, and stopping
+    cleanly at the first Ctrl-C (checkpoint saved, `interrupted=True`)."""
+    cfg, folder = prep.config, prep.folder
+    start_step, seconds_before = state.step, state.seconds
+    state.model.train()
+    step = start_step
+    t0 = time.perf_counter()
+    paused = 0.0  # checkpoint writing is not training time
+    window = _Window(step)
+    last_loss, last_psnr = float("nan"), float("nan")
+    shown: dict[str, float] = {}
+    interrupted, ckpt = False, None
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - t0 - paused
+
+    def log_window() -> None:
+        nonlocal last_loss, last_psnr
+        m = window.means()
+        if m is None:
+            return
+        now = time.perf_counter()
+        last_loss, mse, last_psnr = m
+        dt = now - window.t
+        sps = (step - window.step) / dt if dt > 0 else 0.0
+        g = state.optimizer.param_groups[0]
+        folder.append_log({
+            "step": step, "loss": last_loss, "mse": mse, "psnr": last_psnr,
+            "lr": g["lr"] / g["initial_lr"] * cfg.lr, "steps_per_s": sps, "rays_per_s": sps * cfg.batch_rays,
+            "seconds": elapsed(),
+        })  # fmt: skip
+        window.reset(step, now)
+
+    def report(final: bool = False, advanced: bool = False) -> None:
+        if on_progress is not None:
+            event = _fit_event(cfg, step, start_step, elapsed(), time.perf_counter() - t0 - paused, shown, final)
+            event.info["advanced"] = advanced  # a step was just completed (not the start or the end)
+            on_progress(event)
+
+    def save() -> Path:
+        nonlocal paused
+        t = time.perf_counter()
+        path = save_state(prep, state, step, elapsed())
+        paused += time.perf_counter() - t
+        return path
+
+    if start_step >= cfg.steps:
+        message(on_progress, f"run is already at step {start_step} of {cfg.steps}: nothing to do")
+    report()
+    with sigint_flag() as flag:
+        while step < cfg.steps:
+            if flag["stop"]:
+                interrupted = True
+                break
+            if cfg.time_budget is not None and elapsed() >= cfg.time_budget:
+                break
+            lr_progress = step / cfg.steps
+            if cfg.time_budget is not None:
+                lr_progress = max(lr_progress, elapsed() / cfg.time_budget)
+            loss, mse = train_step(state, cfg, prep.dataset, prep.device, step, lr_progress)
+            step += 1
+            window.add(loss, mse)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log_window()
+            if step % 10 == 0 or step - start_step <= 10:
+                m = window.means()
+                shown = {"loss": m[0], "psnr": m[2]} if m else {"loss": last_loss, "psnr": last_psnr}
+            report(advanced=True)
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                ckpt = save()
+    log_window()
+    if ckpt is None or not ckpt.name.endswith(f"{step:07d}.pt"):
+        ckpt = save()
+    report(final=True)
+    state.step = step
+
+    seconds = time.perf_counter() - t0 - paused
+    steps_run = step - start_step
+    if interrupted:
+        message(
+            on_progress,
+            f"interrupted at step {step}: checkpoint saved to {ckpt}\n"
+            f"continue with: labelfield fit --resume {folder.path}",
+            "warning",
+        )
+    return FitResult(
+        run_dir=folder.path,
+        step=step,
+        steps_run=steps_run,
+        seconds=seconds,
+        total_seconds=seconds_before + seconds,
+        steps_per_s=steps_run / seconds if seconds > 0 else 0.0,
+        rays_per_s=steps_run * cfg.batch_rays / seconds if seconds > 0 else 0.0,
+        psnr=last_psnr,
+        loss=last_loss,
+        interrupted=interrupted,
+        checkpoint=ckpt,
+    )
+
+
+def _fit_event(
+    cfg: FitConfig, step: int, start: int, elapsed: float, run_seconds: float, shown: dict[str, float], final: bool
+) -> Progress:
+    """Progress against whichever limit binds: steps, or seconds of the time budget when that is nearer."""
+    sps = (step - start) / run_seconds if run_seconds > 0 else 0.0
+    by_time = cfg.time_budget is not None and (
+        elapsed / cfg.time_budget >= step / cfg.steps
+        or (sps > 0 and (cfg.steps - step) / sps > cfg.time_budget - elapsed)
+    )
+    if by_time:
+        assert cfg.time_budget is not None
+        done, total, unit, eta = min(elapsed, cfg.time_budget), cfg.time_budget, "s", cfg.time_budget - elapsed
+    else:
+        done, total, unit = step, cfg.steps, "steps"
+        eta = (cfg.steps - step) / sps if sps > 0 else None
+    info = {"step": step, "steps": cfg.steps, "steps_per_s": sps, "eta_s": None if eta is None else max(eta, 0.0),
+            **shown}  # fmt: skip
+    return Progress("fit", done, total, unit, info, final)
+
+
+def summary(prep: Prepared) -> str:
+    """One line describing the fit about to run."""
+    d, c = prep.dataset, prep.config
+    return (
+        f"fit: {len(prep.scene.frames)} frames, {d.num_pixels:,} pixels ({d.nbytes() / 2**20:.0f} MiB cached), "
+        f"{len(prep.sparse)} labelled frames ({d.num_labelled_pixels:,} labelled pixels), "
+        f"{prep.scene.classes.num_classes} classes; {c.model} on {prep.device}"
+        + (f" ({prep.threads} threads)" if prep.device.type == "cpu" else "")
+    )
+
+
+def run_fit(config: FitConfig, scene: Scene | None = None, on_progress: ProgressFn | None = None) -> FitResult:
+    """Fit a model as `config` says and write the run folder (config.out, or config.resume to continue one).
+
+    Args:
+        config: the resolved options (for a resume: the run's config with any overrides applied).
+        scene: an in-memory scene to use instead of loading `config.scene` (tests, benchmarks).
+        on_progress: receives `Progress` events (frames loading, fit steps, messages); nothing is printed.
+
+    Returns a FitResult. Raises LabelfieldError for bad input, before anything is written.
+    """
+    prep = prepare(config, scene, on_progress)
+    state = initial_state(prep)
+    write_run(prep, state)
+    if state.step < config.steps:
+        message(on_progress, summary(prep))
+    return train_loop(prep, state, on_progress)
+
+
+def fit(
+    config: FitConfig,
+    scene: Scene | None = None,
+    console: Console | None = None,
+    on_step: Callable[[int], None] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> FitResult:
+    """`run_fit` with terminal output: progress bars (when `config.progress`) and messages on `console`
+    (default: stderr), unless `on_progress` is given; `on_step(step)` after every step."""
+    if on_progress is None:
+        from labelfield.console import RichProgress
+
+        show = RichProgress(console, bars=config.progress)
+    else:
+        show = on_progress
+
+    if on_step is None:
+        with _closing(show):
+            return run_fit(config, scene, show)
+
+    def with_step(event: Progress) -> None:
+        show(event)
+        if event.stage == "fit" and event.info.get("advanced"):
+            on_step(int(event.info["step"]))
+
+    with _closing(show):
+        return run_fit(config, scene, with_step)
 
 
 @contextlib.contextmanager
-def _loading_progress(console: Console, n: int, show: bool) -> Iterator[Callable[[int], None]]:
-    if not show:
-        yield lambda i: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("loading frames"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
-    ) as p:
-        task = p.add_task("load", total=n)
-        yield lambda i: p.update(task, completed=i + 1)
-
-
-class _Loop:
-    """The optimisation loop and its bookkeeping (kept apart from set-up so each stays readable)."""
-
-    def __init__(
-        self,
-        config: FitConfig,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        dataset: RayDataset,
-        sampler: torch.Generator,
-        device: torch.device,
-        near: float | None,
-        run_dir: Path,
-        model_args: dict[str, Any],
-    ) -> None:
-        self.config, self.model, self.optimizer = config, model, optimizer
-        self.dataset, self.sampler, self.device, self.near = dataset, sampler, device, near
-        self.run_dir, self.model_args = run_dir, model_args
-
-    def save(self, step: int, seconds: float) -> Path:
-        state = {
-            "step": step,
-            "seconds": seconds,
-            "model": self.model.state_dict(),
-            "model_args": self.model_args,
-            "optimizer": self.optimizer.state_dict(),
-            "rng": capture_rng(self.sampler),
-        }
-        path = save_checkpoint(checkpoint_path(self.run_dir, step), state)
-        keep = self.config.keep_checkpoints
-        if keep > 0:
-            for _, old in list_checkpoints(self.run_dir)[:-keep]:
-                old.unlink(missing_ok=True)
-        return path
-
-    def set_lr(self, step: int, progress: float) -> float:
-        f = lr_factor(step, progress, self.config)
-        for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * f
-        return self.config.lr * f
-
-    def train_step(self, step: int, lr_progress: float) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        self.set_lr(step, lr_progress)
-        self.model.before_step(step)
-        batch = self.dataset.sample(cfg.batch_rays, self.sampler).to(self.device)
-        pred = self.model.render_rays(batch.rays_o, batch.rays_d)  # near: in the model config (see fit)
-        losses = compute_losses(
-            pred, batch.rgb, batch.labels, cfg.semantic_weight, batch.depth, batch.z_scale, cfg.depth_weight
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        self.optimizer.step()
-        return losses.total.detach(), losses.mse
-
-    def run(
-        self, start_step: int, seconds_before: float, console: Console, on_step: Callable[[int], None] | None
-    ) -> FitResult:
-        cfg = self.config
-        self.model.train()
-        step = start_step
-        t0 = time.perf_counter()
-        paused = 0.0  # checkpoint writing is not training time
-        window: dict[str, Any] = {"loss": [], "mse": [], "n": 0, "t": t0, "step": step}  # device tensors: no sync
-        last = {"loss": float("nan"), "psnr": float("nan")}
-        interrupted, ckpt = False, None
-        elapsed = lambda: seconds_before + time.perf_counter() - t0 - paused
-
-        log = open(self.run_dir / LOG_FILE, "a")  # noqa: SIM115 - closed in finally
-        progress, task = _train_progress(console, cfg, start_step)
-        try:
-            with sigint_flag() as flag:
-                while step < cfg.steps:
-                    if flag["stop"]:
-                        interrupted = True
-                        break
-                    if cfg.time_budget is not None and elapsed() >= cfg.time_budget:
-                        break
-                    lr_progress = step / cfg.steps
-                    if cfg.time_budget is not None:
-                        lr_progress = max(lr_progress, elapsed() / cfg.time_budget)
-                    loss, mse = self.train_step(step, lr_progress)
-                    step += 1
-                    window["loss"].append(loss)
-                    window["mse"].append(mse)
-                    window["n"] += 1
-                    if on_step is not None:
-                        on_step(step)
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        self._log(log, window, last, step, elapsed())
-                    if progress is not None and (step % 10 == 0 or step - start_step <= 10):
-                        shown = _window_means(window) or last
-                        progress.update(task, completed=step, info=_info(shown, step, start_step, t0, paused))
-                    if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                        t = time.perf_counter()
-                        ckpt = self.save(step, elapsed())
-                        paused += time.perf_counter() - t
-            if window["n"]:
-                self._log(log, window, last, step, elapsed())
-            if ckpt is None or not ckpt.name.endswith(f"{step:07d}.pt"):
-                t = time.perf_counter()
-                ckpt = self.save(step, elapsed())
-                paused += time.perf_counter() - t
-        finally:
-            log.close()
-            if progress is not None:
-                progress.update(task, completed=step)
-                progress.stop()
-
-        seconds = time.perf_counter() - t0 - paused
-        steps_run = step - start_step
-        if interrupted:
-            console.print(
-                f"[yellow]interrupted[/] at step {step}: checkpoint saved to {ckpt}\n"
-                f"continue with: labelfield fit --resume {self.run_dir}"
-            )
-        return FitResult(
-            run_dir=self.run_dir,
-            step=step,
-            steps_run=steps_run,
-            seconds=seconds,
-            total_seconds=seconds_before + seconds,
-            steps_per_s=steps_run / seconds if seconds > 0 else 0.0,
-            rays_per_s=steps_run * cfg.batch_rays / seconds if seconds > 0 else 0.0,
-            psnr=last["psnr"],
-            loss=last["loss"],
-            interrupted=interrupted,
-            checkpoint=ckpt,
-        )
-
-    def _log(self, log: Any, window: dict[str, Any], last: dict[str, float], step: int, seconds: float) -> None:
-        """Average the window since the last log line, write it, and reset the window."""
-        n = window["n"]
-        if n == 0:
-            return
-        now = time.perf_counter()
-        mse = float(torch.stack(window["mse"]).mean())
-        last["loss"], last["psnr"] = float(torch.stack(window["loss"]).mean()), psnr_from_mse(mse)
-        dt = now - window["t"]
-        sps = (step - window["step"]) / dt if dt > 0 else 0.0
-        lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["initial_lr"] * self.config.lr
-        row = {
-            "step": step,
-            "loss": last["loss"],
-            "mse": mse,
-            "psnr": last["psnr"],
-            "lr": lr,
-            "steps_per_s": sps,
-            "rays_per_s": sps * self.config.batch_rays,
-            "seconds": seconds,
-        }
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        window.update(loss=[], mse=[], n=0, t=now, step=step)
-
-
-def _window_means(window: dict[str, Any]) -> dict[str, float] | None:
-    """Mean loss and PSNR of the steps since the last log line (for the progress bar), or None."""
-    if not window["n"]:
-        return None
-    mse = float(torch.stack(window["mse"]).mean())
-    return {"loss": float(torch.stack(window["loss"]).mean()), "psnr": psnr_from_mse(mse)}
-
-
-def _info(last: dict[str, float], step: int, start: int, t0: float, paused: float) -> str:
-    dt = time.perf_counter() - t0 - paused
-    sps = (step - start) / dt if dt > 0 else 0.0
-    return f"loss {last['loss']:.4f}  PSNR {last['psnr']:.2f} dB  {sps:.1f} steps/s"
-
-
-def _train_progress(console: Console, cfg: FitConfig, start: int) -> tuple[Any, Any]:
-    if not cfg.progress:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("fit"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    progress.start()
-    task = progress.add_task("fit", total=cfg.steps, completed=start, info="")
-    return progress, task
+def _closing(show: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if hasattr(show, "close"):
+            show.close()
