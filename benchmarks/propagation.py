@@ -7,8 +7,8 @@ Usage:
 
 For every scene and labelled fraction F (spec `fraction:F`), each method propagates the labels of the
 labelled frames to the others:
-    ngp            `labelfield fit --model ngp` (the trainer's own step, config and schedule), time budget B;
-    semantic-nerf  the same with `--model semantic-nerf` (paper settings: 1024 rays, lambda 0.04, lr 5e-4),
+    ngp            `labelfield fit ngp` (the trainer's own step, config and schedule), time budget B;
+    semantic-nerf  the same with `labelfield fit semantic-nerf` (paper settings: 1024 rays, lambda 0.04, lr 5e-4),
                    budget B x nerf_budget_factor;
     reproject      depth + pose warping from the nearest labelled frames (labelfield.baselines.reproject);
     nearest        copy of the nearest labelled frame (labelfield.baselines.nearest).

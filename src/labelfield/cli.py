@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if (old := _old_model_flag(args)) is not None:
         print(f"labelfield: error: {old}", file=sys.stderr)
         return 2
+    if args and args[0] == "fit":  # the model options were --model-config.* before models became subcommands
+        args = ["--model." + a[len("--model-config.") :] if a.startswith("--model-config.") else a for a in args]
     types = _command_types()
     # CascadeSubcommandArgs: `labelfield fit semantic-nerf SCENE --out RUN` (options after the model name).
     cmd = tyro.cli(Union[tuple(types)] if len(types) > 1 else types[0], args=args,  # noqa: UP007
