@@ -78,12 +78,14 @@ class SceneSpec:
 
 @dataclass
 class SceneResult:
-    """What happened to one scene; a row of summary.json. `wall_s`: this attempt, `fit_s`: the fit in total."""
+    """What happened to one scene; a row of summary.json. `wall_s`, `cpu_s` (CPU seconds of the process, all its
+    threads): this attempt; `fit_s`: the fit's training time over all attempts."""
 
     name: str
     status: str  # done | skipped (done earlier) | failed | unreachable (a worker cannot see the scene path)
     path: str = ""
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     fit_s: float | None = None
     steps: int | None = None
     steps_per_s: float | None = None
@@ -189,7 +191,7 @@ def process_scene(
     gives `failed` with its one-line message (and error.log with the traceback for unexpected ones).
     `report(info)` receives progress: {"phase", "step", "steps", "steps_per_s", "pid", "host"}.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = report or (lambda info: None)
     scene_dir = Path(out_dir) / spec.name
     host = socket.gethostname()
@@ -217,14 +219,14 @@ def process_scene(
             report({"phase": "export"})
             _export_stage(spec, scene_dir)
         res.status = "done"
-        res.wall_s = time.perf_counter() - t0
+        res.wall_s, res.cpu_s = time.perf_counter() - t0, time.process_time() - c0
         write_json(scene_dir / DONE_FILE, {"result": dataclasses.asdict(res), "spec": dataclasses.asdict(spec)})
     except Exception as e:  # one broken scene never stops the others: report it, keep going
         res.status, res.error = "failed", one_line(e)
         if not isinstance(e, LabelfieldError) and scene_dir.is_dir():
             with contextlib.suppress(OSError):
                 (scene_dir / "error.log").write_text(traceback.format_exc())
-    res.wall_s = time.perf_counter() - t0
+    res.wall_s, res.cpu_s = time.perf_counter() - t0, time.process_time() - c0
     return res
 
 
@@ -248,6 +250,8 @@ def _fit_stage(spec: SceneSpec, scene_dir: Path, res: SceneResult, report: Repor
             a, b = saved.get(key), new.get(key)
             if key == "scene":
                 a, b = (None if v is None else str(Path(v).resolve()) for v in (a, b))
+            if key == "model_config" and isinstance(a, dict) and isinstance(b, dict):  # fit stores the scene's near
+                a, b = ({k: v for k, v in d.items() if k != "near"} for d in (a, b))
             if a != b:
                 raise LabelfieldError(f"the run was started with another {key!r}; rerun with --force to redo it",
                                       run_dir)  # fmt: skip

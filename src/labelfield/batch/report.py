@@ -136,14 +136,15 @@ def markdown(summary: dict[str, Any]) -> str:
         + (f", {b['queued'] + b['running']} not run (interrupted)" if b["queued"] + b["running"] else ""),
         f"- wall time {b['wall_s']:.1f} s" + (f", {b['scenes_per_hour']:.0f} scenes/h" if b["scenes_per_hour"] else ""),
         "",
-        "| scene | status | wall s | fit s | steps | steps/s | PSNR | mIoU (unlabelled) | consistency | tries "
+        "| scene | status | wall s | CPU s | fit s | steps | steps/s | PSNR | mIoU (unlabelled) | consistency | tries "
         "| error |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in summary["scenes"]:
         err = (r.get("error") or "").replace("|", "\\|")
         lines.append(
-            f"| {r['name']} | {r['status']} | {_f(r.get('wall_s'), '.1f')} | {_f(r.get('fit_s'), '.1f')} | "
+            f"| {r['name']} | {r['status']} | {_f(r.get('wall_s'), '.1f')} | {_f(r.get('cpu_s'), '.1f')} | "
+            f"{_f(r.get('fit_s'), '.1f')} | "
             f"{_f(r.get('steps'), 'd')} | {_f(r.get('steps_per_s'), '.1f')} | {_f(r.get('psnr'), '.2f')} | "
             f"{_f(r.get('miou'), '.4f')} | {_f(r.get('consistency'), '.4f')} | {_f(r.get('attempts'), 'd')} | {err} |"
         )
