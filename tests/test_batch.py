@@ -168,6 +168,8 @@ def test_broken_scene_fails_alone_and_rerun_skips_done(first_batch, capsys):
     assert (out / "a" / "done.json").stat().st_mtime_ns == stamp  # not redone
     assert s2["a"]["miou"] == s["a"]["miou"]
     assert "2 skipped, 1 failed" in capsys.readouterr().out
+    assert main(args + ["--seed", "4"]) == 1  # other options: still skipped, and the user is told
+    assert "were done with other options" in capsys.readouterr().err
 
 
 @needs_ray

@@ -10,6 +10,7 @@ a scene path or DIR), 130 on Ctrl-C (a summary is written; the next run resumes)
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import uuid
@@ -61,7 +62,7 @@ class BatchCommand(FitConfig):
 
         from labelfield.batch.executor import RayExecutor, SerialExecutor
         from labelfield.batch.manifest import read_manifest
-        from labelfield.batch.pipeline import DONE_FILE, SceneResult, fit_options, read_done
+        from labelfield.batch.pipeline import DONE_FILE, SceneResult, done_spec, fit_options, read_done
         from labelfield.batch.report import BatchState
 
         if self.cpus_per_scene <= 0 or self.gpus_per_scene < 0 or self.retries < 0:
@@ -89,16 +90,22 @@ class BatchCommand(FitConfig):
                 "cpus_per_scene": self.cpus_per_scene, "gpus_per_scene": self.gpus_per_scene}  # fmt: skip
         state = BatchState([s.name for s in specs], meta)
         console = Console(stderr=True)
-        todo = []
+        todo, changed = [], []
         for s in specs:
             done = read_done(out / s.name)
             if done is not None:
                 done.status = "skipped"
                 state.result(done)
+                if done_spec(out / s.name) not in (None, dataclasses.asdict(s)):
+                    changed.append(s.name)
             elif (missing := scene_visible(s)) is not None:  # missing here too: a broken scene, not an FS problem
                 state.result(SceneResult(s.name, "failed", path=s.path, error=f"{missing}: scene folder not found"))
             else:
                 todo.append(s)
+
+        if changed:
+            console.print(f"[yellow]note:[/] {len(changed)} finished scene(s) (first: {changed[0]}) were done with "
+                          "other options; they are skipped (--force redoes them)")  # fmt: skip
 
         def on_result(res: SceneResult) -> None:
             state.result(res)

@@ -161,6 +161,14 @@ def read_done(scene_dir: Path) -> SceneResult | None:
         return None
 
 
+def done_spec(scene_dir: Path) -> dict[str, Any] | None:
+    """The SceneSpec (as a dict) a finished scene was made with, or None."""
+    try:
+        return read_json(scene_dir / DONE_FILE)["spec"]
+    except (LabelfieldError, KeyError, TypeError):
+        return None
+
+
 def _count_attempt(scene_dir: Path, batch_id: str) -> int:
     """Attempts of this scene in batch `batch_id` (a retried task after worker loss counts 2, 3, ...)."""
     path = scene_dir / ATTEMPTS_FILE
@@ -272,8 +280,8 @@ def _fit_stage(spec: SceneSpec, scene_dir: Path, res: SceneResult, report: Repor
 
     with contextlib.redirect_stdout(io.StringIO()):
         result = fit(config, console=_quiet_console(), on_step=on_step)
-    if result.interrupted:
-        raise LabelfieldError("fit interrupted", run_dir)
+    if result.interrupted:  # Ctrl-C: the fit saved a checkpoint; stop the batch (a rerun resumes this scene)
+        raise KeyboardInterrupt
     info = {
         "step": result.step,
         "total_seconds": result.total_seconds,
