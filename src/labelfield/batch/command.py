@@ -10,7 +10,6 @@ a scene path or DIR), 130 on Ctrl-C (a summary is written; the next run resumes)
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 import uuid
@@ -62,7 +61,7 @@ class BatchCommand(FitConfig):
 
         from labelfield.batch.executor import RayExecutor, SerialExecutor
         from labelfield.batch.manifest import read_manifest
-        from labelfield.batch.pipeline import DONE_FILE, SceneResult, done_spec, fit_options, read_done
+        from labelfield.batch.pipeline import DONE_FILE, SceneResult, done_spec, fit_options, read_done, same_options
         from labelfield.batch.report import BatchState
 
         if self.cpus_per_scene <= 0 or self.gpus_per_scene < 0 or self.retries < 0:
@@ -96,7 +95,7 @@ class BatchCommand(FitConfig):
             if done is not None:
                 done.status = "skipped"
                 state.result(done)
-                if done_spec(out / s.name) not in (None, dataclasses.asdict(s)):
+                if not same_options(done_spec(out / s.name), s):
                     changed.append(s.name)
             elif (missing := scene_visible(s)) is not None:  # missing here too: a broken scene, not an FS problem
                 state.result(SceneResult(s.name, "failed", path=s.path, error=f"{missing}: scene folder not found"))

@@ -169,6 +169,15 @@ def done_spec(scene_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def same_options(stored: dict[str, Any] | None, spec: SceneSpec) -> bool:
+    """Whether a finished scene's stored spec matches `spec`, ignoring what may change without redoing it
+    (threads, device, checkpoint and log intervals)."""
+    if stored is None:
+        return True
+    strip = lambda d: {**d, "fit": {k: v for k, v in (d.get("fit") or {}).items() if k not in RESUMABLE_KEYS}}
+    return strip(stored) == strip(dataclasses.asdict(spec))
+
+
 def _count_attempt(scene_dir: Path, batch_id: str) -> int:
     """Attempts of this scene in batch `batch_id` (a retried task after worker loss counts 2, 3, ...)."""
     path = scene_dir / ATTEMPTS_FILE
