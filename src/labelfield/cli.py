@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "labelfield.evaluate.command", "EvalCommand"),
     ("baseline", "labelfield.baselines.command", "BaselineCommand"),
     ("export", "labelfield.export.command", "ExportCommand"),
+    ("batch", "labelfield.batch.command", "BatchCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
 ]
 
