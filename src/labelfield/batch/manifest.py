@@ -211,8 +211,11 @@ def _typed(values: dict[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in values.items():
         if k == "model_config" and isinstance(v, dict):
-            mc_type = _strip(hints["model_config"])
-            sub = typing.get_type_hints(mc_type) if isinstance(mc_type, type) else {}
+            from labelfield.models import config_class
+
+            # model_config is a union of model configs: the row's model (default ngp) names the class
+            mc_type = config_class(str(values.get("model", v.get("name", "ngp"))))
+            sub = typing.get_type_hints(mc_type)
             out[k] = {kk: _coerce(vv, sub.get(kk), f"{k}.{kk}", where) for kk, vv in v.items()}
         else:
             out[k] = _coerce(v, hints.get(k), k, where)

@@ -317,7 +317,6 @@ def _annotate_stage(spec: SceneSpec, scene_dir: Path) -> None:
     from labelfield.annotate.command import _pick_device, parse_frames
     from labelfield.annotate.frames import annotate_frames
     from labelfield.io import atomic_dir
-    from labelfield.labels import make_sparse_labels
     from labelfield.render.chunked import render_image
     from labelfield.run import load_run
 
@@ -333,14 +332,7 @@ def _annotate_stage(spec: SceneSpec, scene_dir: Path) -> None:
     if opts["keep_given"]:
         keep = [i for i in indices if i in labelled]
         if keep:
-            label_spec = loaded.info.get("label_spec") or {}
-            sparse = make_sparse_labels(
-                loaded.scene,
-                labelled=",".join(str(i) for i in sorted(loaded.labelled)),
-                density=label_spec.get("density", "full"),
-                noise=label_spec.get("noise"),
-                seed=int(label_spec.get("seed", 0)),
-            )
+            sparse = loaded.sparse_labels()  # exactly what the run trained on
             given = {i: sparse[i] for i in keep if i in sparse}
     chunk = int(opts["chunk"])
 
@@ -352,7 +344,7 @@ def _annotate_stage(spec: SceneSpec, scene_dir: Path) -> None:
             render_fn, loaded.scene, loaded.classes, tmp, indices, labelled, given, keep_given=bool(opts["keep_given"]),
             opacity_threshold=float(opts["opacity_threshold"]), save_probs=bool(opts["save_probs"]), progress=False,
             scene_path=loaded.info.get("scene"), downscale=loaded.info.get("downscale", 1),
-            method=f"labelfield:{getattr(loaded.config, 'model', 'model')}",
+            method=f"labelfield:{loaded.spec.name}",
         )  # fmt: skip
 
 
