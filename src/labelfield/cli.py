@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("baseline", "labelfield.baselines.command", "BaselineCommand"),
     ("export", "labelfield.export.command", "ExportCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
+    ("serve", "labelfield.serve.command", "ServeCommand"),
 ]
 
 
