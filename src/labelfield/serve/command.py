@@ -79,6 +79,7 @@ class ServeCommand:
         except OSError as e:
             sock.close()
             raise LabelfieldError(f"cannot listen on {self.host}:{self.port} ({e.strerror or e})") from None
+        sock.listen(128)  # connections queue from now on, before uvicorn accepts (no "refused" on a restart)
         port = sock.getsockname()[1]
         print(f"serve: loading {len(scene)} frames of {self.scene} ...", file=sys.stderr, flush=True)
         engine.start()

@@ -399,6 +399,7 @@ async function pollStatus() {
     $("next").appendChild(li);
   }
   const ex = st.export;
+  $("export-status").title = ex.outputs.join("\n") || ex.error || "";
   if (ex.running) $("export-status").textContent = `exporting ${ex.done}/${ex.total}…`;
   else if (ex.error) $("export-status").textContent = `export failed: ${ex.error}`;
   else if (ex.outputs.length) $("export-status").textContent = `exported: ${ex.outputs.join(", ")}`;
@@ -436,7 +437,7 @@ document.addEventListener("keydown", (e) => {
   }
 });
 document.addEventListener("keyup", (e) => { if (e.key === " ") S.space = false; });
-window.addEventListener("resize", fit);
+new ResizeObserver(() => { if (S.frames.length) fit(); }).observe($("viewport")); // strip thumbnails, window
 
 // ---- start --------------------------------------------------------------------------------------
 (async function main() {
