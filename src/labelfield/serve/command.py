@@ -39,9 +39,10 @@ class ServeCommand:
     downscale: int = 1
     """Load the scene's images downscaled by this integer factor."""
     batch_rays: int | None = None
-    """Rays per training step (default: the run's config, 4096 for a new run)."""
-    preview_size: int = 320
-    """Longest side, in pixels, of the current frame's prediction (smaller refreshes faster)."""
+    """Rays per training step (default: the run's config; 2048 for a new run)."""
+    preview_size: int = 160
+    """Longest side, in pixels, of the current frame's prediction (smaller refreshes faster; export is always
+    full resolution)."""
     refresh: float = 2.0
     """Seconds between re-renders of the current frame's prediction while training."""
     checkpoint_every: float = 30.0

@@ -82,6 +82,8 @@ def serve_config(scene_path: Path, run_dir: Path, scene: Scene, batch_rays: int 
         depth_loss=scene.frames[0].has_depth(),
         lr_final_ratio=0.2,
         steps=4000,
+        batch_rays=2048,  # half the fit default: twice the updates per second, what a person waits for
+        labelled_ray_fraction=0.5,  # few stroked pixels: give them half of every batch
         progress=False,
     )
     if batch_rays:
@@ -140,7 +142,7 @@ class Engine:
         run_dir: Path,
         device: str = "auto",
         threads: int = 0,
-        preview_size: int = 320,
+        preview_size: int = 160,
         thumb_size: int = 96,
         refresh_s: float = 2.0,
         checkpoint_s: float = 30.0,
@@ -178,6 +180,7 @@ class Engine:
         self.first_stroke_time: float | None = None
         self.first_propagated: float | None = None  # seconds from the first stroke to the first preview
         self._applied_version = -1
+        self._preview_cost = 0.0
         self._thread: threading.Thread | None = None
         self.model: torch.nn.Module | None = None
 
@@ -187,7 +190,7 @@ class Engine:
         cfg = self.config
         seed_everything(cfg.seed)
         self.dataset = OnlineRayDataset(
-            self.scene, cfg.depth_loss, max(cfg.labelled_ray_fraction, 0.25), on_frame=on_frame
+            self.scene, cfg.depth_loss, cfg.labelled_ray_fraction, on_frame=on_frame
         )
         if self.ckpt_state is not None:
             self.model_args = dict(self.ckpt_state["model_args"])
@@ -289,13 +292,16 @@ class Engine:
 
     def _worker(self) -> None:
         last_ckpt = time.perf_counter()
-        last_thumb = 0.0
+        next_thumb = 0.0
         rate_t, rate_step = time.perf_counter(), self.step
         while not self.stop_event.is_set():
             self._run_jobs()
             self._apply_strokes()
-            if self.paused or not self.train_enabled:
-                time.sleep(0.05)
+            if self.paused or not self.train_enabled:  # still fill in thumbnails not rendered at this step
+                if time.perf_counter() >= next_thumb and self._render_next_thumb():
+                    next_thumb = time.perf_counter() + 0.2
+                else:
+                    time.sleep(0.05)
                 continue
             t = time.perf_counter()
             self._train_step()
@@ -307,9 +313,10 @@ class Engine:
             if now - last_ckpt >= self.checkpoint_s:
                 self.save()
                 last_ckpt = time.perf_counter()
-            if now - last_thumb >= 0.5:
+            if now >= next_thumb:  # thumbnails take at most about a quarter of the worker's time
                 self._render_next_thumb()
-                last_thumb = time.perf_counter()
+                t_end = time.perf_counter()
+                next_thumb = t_end + max(0.5, 3.0 * (t_end - now))
         self._run_jobs()
 
     def _train_step(self) -> None:
@@ -369,13 +376,17 @@ class Engine:
         """The current frame's prediction, re-rendered when older than `refresh_s` and the model has moved.
         None until there is a labelled pixel (nothing to propagate yet)."""
         old = self.previews.get(frame)
-        if old is not None and (time.time() - old.time < self.refresh_s or old.step == self.step):
+        # at least as much training as rendering between two previews: the field must move to be worth showing
+        wait = max(self.refresh_s, self._preview_cost)
+        if old is not None and (time.time() - old.time < wait or old.step == self.step):
             return old
 
         def _do() -> Prediction | None:
             if not self._has_labels():
                 return None
+            t = time.perf_counter()
             p = self._render(frame, self.preview_size)
+            self._preview_cost = time.perf_counter() - t
             self.previews[frame] = p
             self._note_propagated(frame)
             return p
@@ -387,17 +398,18 @@ class Engine:
             if frame not in self.store.labels:
                 self.first_propagated = time.time() - self.first_stroke_time
 
-    def _render_next_thumb(self) -> None:
-        """Render the thumbnail of the frame whose thumbnail is oldest (never-rendered first)."""
+    def _render_next_thumb(self) -> bool:
+        """Render the thumbnail of the frame whose thumbnail is oldest (never-rendered first); False if none."""
         if not self._has_labels():
-            return
+            return False
         n = len(self.scene)
         order = sorted(range(n), key=lambda i: (self.thumbs[i].step if i in self.thumbs else -1, i))
         i = order[0]
         if i in self.thumbs and self.thumbs[i].step == self.step:
-            return
+            return False
         self.thumbs[i] = self._render(i, self.thumb_size)
         self._note_propagated(i)
+        return True
 
     def frame_confidence(self) -> dict[int, float]:
         """Mean confidence of each frame's latest thumbnail (lower: label here next)."""

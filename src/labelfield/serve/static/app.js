@@ -156,7 +156,12 @@ async function gotoFrame(i) {
   await refreshStrokes(i);
   pollPred();
   const el = document.querySelector(`.thumb[data-frame-index="${i}"]`);
-  if (el) el.scrollIntoView({ block: "nearest", inline: "nearest" });
+  if (el) { // keep the current thumbnail in view, scrolling only the strip
+    const strip = $("strip");
+    const l = el.offsetLeft - strip.offsetLeft, r = l + el.offsetWidth;
+    if (l < strip.scrollLeft) strip.scrollLeft = l;
+    else if (r > strip.scrollLeft + strip.clientWidth) strip.scrollLeft = r - strip.clientWidth;
+  }
 }
 
 function clearCanvas(id) { const c = $(id); c.getContext("2d").clearRect(0, 0, c.width, c.height); }
