@@ -172,3 +172,10 @@ def test_paint_propagate_reload_kill_restart_export(tmp_path):
     np.testing.assert_array_equal(out0[lab0 != 0], lab0[lab0 != 0])  # the user's strokes win
     np.testing.assert_array_equal(out3[lab3 != 0], lab3[lab3 != 0])
     assert (ls.load_labels(ls.names[5]) != 0).any()  # an unlabelled frame got labels from the field
+    # a serve run is a run folder: `labelfield annotate` renders it and keeps the strokes as the user's labels
+    from labelfield.annotate.command import AnnotateCommand
+
+    AnnotateCommand(run, tmp_path / "L2", progress=False, device="cpu").run()
+    ls2 = read_labelset(tmp_path / "L2")
+    assert [r.given for r in ls2.frames] == [i in (0, 3) for i in range(8)]
+    np.testing.assert_array_equal(ls2.load_labels(name3)[lab3 != 0], lab3[lab3 != 0])

@@ -185,6 +185,11 @@ class AnnotateCommand:
         from labelfield.labels import make_sparse_labels
 
         spec = loaded.info.get("label_spec") or {}
+        if spec.get("density") == "strokes":  # a `labelfield serve` run: the user's labels are its strokes
+            from labelfield.io import read_image
+
+            paths = {i: loaded.run_dir / "sparse_labels" / f"{loaded.scene.names[i]}.png" for i in indices}
+            return {i: read_image(p) for i, p in paths.items() if p.is_file()}
         sparse = make_sparse_labels(
             loaded.scene,
             labelled=",".join(str(i) for i in sorted(loaded.labelled)),

@@ -114,7 +114,11 @@ class _Guard:
                 raise _TooLarge
             return msg
 
+        started = False
+
         async def send_with_cookie(msg: dict) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
             if set_cookie and msg["type"] == "http.response.start":
                 cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
                 msg = {**msg, "headers": [*msg.get("headers", []), (b"set-cookie", cookie)]}
@@ -123,7 +127,8 @@ class _Guard:
         try:
             await self.app(scope, limited_receive, send_with_cookie)
         except _TooLarge:
-            await _plain(send, 413, "request too large")
+            if not started:  # a streamed body over the limit (no Content-Length to refuse it by)
+                await _plain(send, 413, "request too large")
 
 
 class _TooLarge(Exception):
