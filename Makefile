@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo test lint install browser clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +23,19 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) lint
+# Browser tests of `labelfield serve` (tests/test_serve_browser.py): the serve + browser-test extras and
+# Debian's chromium (Playwright's own browser download is not reachable). apt-get runs only as root or in CI
+# (with sudo); elsewhere the browser tests skip with a message saying what to install.
+browser: $(STAMP)
+	$(BIN)/python -c "import starlette, uvicorn, playwright" 2>/dev/null || \
+		$(BIN)/python -m pip install -q -e ".[serve,browser-test,dev]"
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif [ -n "$$CI" ] && command -v sudo >/dev/null; then sudo apt-get update -qq && \
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "note: chromium not found and not root: the browser tests will be skipped (apt-get install chromium)"; fi
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest tests
 
 clean-venv:

@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "labelfield.export.command", "ExportCommand"),
     ("batch", "labelfield.batch.command", "BatchCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
+    ("serve", "labelfield.serve.command", "ServeCommand"),
 ]
 
 

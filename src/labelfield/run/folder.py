@@ -28,6 +28,7 @@ CONFIG_FILE = "config.json"
 SCENE_FILE = "scene.json"
 LOG_FILE = "log.jsonl"
 SPARSE_FILE = "sparse_labels.npz"
+STROKE_LABELS_DIR = "sparse_labels"  # `labelfield serve`: one label PNG per frame with strokes
 CHECKPOINT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -177,6 +178,13 @@ class RunFolder:
         """Write the sparse labels the run trains on (frame index -> (H, W) original ids), atomically."""
         with atomic_path(self.path / SPARSE_FILE) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **{f"frame_{i}": np.asarray(a) for i, a in sorted(sparse.items())})
+
+    def read_stroke_labels(self, names: dict[int, str]) -> dict[int, np.ndarray]:
+        """Label PNGs of a `labelfield serve` run (RUN/sparse_labels/<frame>.png) for frames {index: name}."""
+        from labelfield.io import read_image
+
+        d = self.path / STROKE_LABELS_DIR
+        return {i: read_image(d / f"{n}.png") for i, n in names.items() if (d / f"{n}.png").is_file()}
 
     def has_sparse_labels(self) -> bool:
         return (self.path / SPARSE_FILE).is_file()

@@ -42,11 +42,13 @@ class LoadedRun:
         """The sparse labels the run trained on: saved in the run, or (runs written before they were saved)
         rebuilt from the label spec in the manifest."""
         folder = self.folder
+        spec = self.manifest.label_spec or {}
+        if spec.get("density") == "strokes":  # a `labelfield serve` run: the user's labels are its strokes
+            return folder.read_stroke_labels({i: self.scene.names[i] for i in self.labelled})
         if folder.has_sparse_labels():
             return folder.read_sparse_labels()
         from labelfield.labels import make_sparse_labels
 
-        spec = self.manifest.label_spec or {}
         return make_sparse_labels(
             self.scene,
             labelled=",".join(str(i) for i in sorted(self.labelled)),
