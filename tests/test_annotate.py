@@ -11,6 +11,7 @@ from labelfield.annotate import annotate_frames
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_dir, read_image
 from labelfield.labelset import read_labelset
+from labelfield.run import RunFolder
 from labelfield.scene import Scene
 from labelfield.synth.toy import toy_scene
 
@@ -187,7 +188,6 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
     """fit 2 steps of a tiny model on disk, then `annotate`: atomic output, given clicks kept, errors."""
     import dataclasses
 
-    pytest.importorskip("labelfield.train.trainer")
     from labelfield.annotate.command import AnnotateCommand
     from labelfield.formats import load_scene, write_scene
     from labelfield.labels import make_sparse_labels
@@ -203,11 +203,20 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
     with pytest.raises(LabelfieldError, match="inside"):
         AnnotateCommand(tmp_path / "run", tmp_path / "scene" / "L", progress=False, device="cpu").run()
     assert not (tmp_path / "scene" / "L").exists()
+    # annotate keeps the labels the run trained on, read from the run (not regenerated from the spec): mark
+    # a block of frame 3 with a class no click spec would place there and check it comes back
+    run = RunFolder(tmp_path / "run")
+    clicks = run.read_sparse_labels()
+    scene = load_scene(tmp_path / "scene")
+    assert sorted(clicks) == [0, 3]
+    regenerated = make_sparse_labels(scene, "every:3", "clicks:5", seed=0)
+    assert all(np.array_equal(clicks[i], regenerated[i]) for i in clicks)  # fit saved what the spec makes
+    clicks[3][2:6, 2:6] = 2
+    run.save_sparse_labels(clicks)
     AnnotateCommand(tmp_path / "run", tmp_path / "L", progress=False, device="cpu").run()
     ls = read_labelset(tmp_path / "L")
-    scene = load_scene(tmp_path / "scene")
     assert ls.names == scene.names and [r.given for r in ls.frames] == [i % 3 == 0 for i in range(6)]
-    clicks = make_sparse_labels(scene, "every:3", "clicks:5", seed=0)
+    assert (ls.load_labels(scene.names[3])[2:6, 2:6] == 2).all()
     for i, user in clicks.items():
         lab = ls.load_labels(scene.names[i])
         assert (user != 0).sum() > 0

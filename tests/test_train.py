@@ -201,15 +201,12 @@ def test_fit_command_line(tmp_path, binary_scene):
     scene_dir = write_scene(binary_scene, tmp_path / "scene", "replica")
     out = tmp_path / "run"
     args = ["fit", str(scene_dir), "--labelled", "every:4", "--out", str(out), "--steps", "10", "--batch-rays", "64"]
-    args += ["--no-progress"] + (["--model-config.log2-table-size", "12"] if _has_field("log2_table_size") else [])
+    args += ["--no-progress", "--model.log2-table-size", "12"]
     assert main(args) == 0
     assert [s for s, _ in list_checkpoints(out)] == [10]
+    assert FitConfig.load(out / "config.json").model_config.log2_table_size == 12
     assert main(args) == 2  # refuses to overwrite a non-empty run
     assert main(["fit", str(scene_dir), "--resume", str(out), "--steps", "15", "--no-progress"]) == 0
     assert [s for s, _ in list_checkpoints(out)][-1] == 15
     assert FitConfig.load(out / "config.json").steps == 15
     assert main(["fit", "--resume", str(out), "--seed", "5"]) == 2  # seed cannot change mid-run
-
-
-def _has_field(name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(FitConfig().model_config)}
