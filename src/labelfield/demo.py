@@ -105,10 +105,10 @@ def annotate_run(
     """Render every frame of the run into a LABELS folder (the user's labels kept on labelled frames).
     Returns the number of frames written."""
     from labelfield.annotate.frames import annotate_frames
+    from labelfield.devices import resolve_device
     from labelfield.io import atomic_dir
     from labelfield.render.chunked import render_image
     from labelfield.run import load_run
-    from labelfield.train.trainer import resolve_device
 
     dev = resolve_device(device)
     loaded = load_run(run_dir, device=dev)

@@ -16,12 +16,7 @@ from typing import Annotated
 import tyro
 
 from labelfield.errors import LabelfieldError
-
-
-def _inside(a: Path, b: Path) -> bool:
-    """True when `a` is `b`, lies inside it, or contains it."""
-    a, b = a.resolve(), b.resolve()
-    return a == b or b in a.parents or a in b.parents
+from labelfield.io import paths_overlap
 
 
 def parse_frames(spec: str, names: list[str], labelled: set[int]) -> list[int]:
@@ -60,16 +55,6 @@ def parse_frames(spec: str, names: list[str], labelled: set[int]) -> list[int]:
     if not out:
         raise LabelfieldError(f"--frames {spec!r} selects no frame")
     return sorted(out)
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LabelfieldError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 @dataclass
@@ -117,7 +102,7 @@ class AnnotateCommand:
             raise LabelfieldError("output exists and is not a LABELS folder; choose a new path", out)
 
     def _check_scene(self, scene_root: Path | None) -> None:
-        if scene_root is not None and Path(scene_root).exists() and _inside(self.out, Path(scene_root)):
+        if scene_root is not None and Path(scene_root).exists() and paths_overlap(self.out, scene_root):
             raise LabelfieldError(f"output must not be inside (or contain) the input scene {scene_root}", self.out)
 
     def run(self) -> int:
@@ -131,7 +116,9 @@ class AnnotateCommand:
         self._check_scene(self.scene if self.scene is not None else (Path(saved) if saved else None))
         if self.chunk < 1:
             raise LabelfieldError(f"--chunk must be positive, got {self.chunk}")
-        device = _pick_device(self.device)
+        from labelfield.devices import resolve_device
+
+        device = resolve_device(self.device)
         loaded = load_run(self.run_dir, device=device, step=self.step, scene=self.scene)
         scene = loaded.scene
         self._check_scene(scene.root)

@@ -23,6 +23,7 @@ import numpy as np
 from labelfield.annotate.frames import labels_from_render, rgb_to_uint8
 from labelfield.cameras import Intrinsics, opengl_to_opencv
 from labelfield.errors import LabelfieldError
+from labelfield.formats.transforms import camera_intrinsics, camera_keys, has_focal
 from labelfield.io import write_image
 from labelfield.scene import ClassTable
 
@@ -39,19 +40,6 @@ def _pose(m: Any, path: Path, what: str) -> np.ndarray:
     return a
 
 
-def _json_intrinsics(cam: dict[str, Any], default: Intrinsics) -> Intrinsics:
-    """transforms.json camera keys -> Intrinsics (scene camera where keys are missing)."""
-    if "fl_x" not in cam and "camera_angle_x" not in cam:
-        return default
-    w, h = int(cam.get("w", default.width)), int(cam.get("h", default.height))
-    if "fl_x" in cam:
-        fx = float(cam["fl_x"])
-        fy = float(cam.get("fl_y", fx))
-    else:
-        fx = fy = 0.5 * w / math.tan(0.5 * float(cam["camera_angle_x"]))
-    return Intrinsics.from_half_pixel(fx, fy, float(cam.get("cx", w / 2)), float(cam.get("cy", h / 2)), w, h)
-
-
 def read_camera_path(path: str | Path, default: Intrinsics) -> list[Camera]:
     """Read a camera path file (see the module header) -> [(intrinsics, OpenCV c2w (4, 4))]."""
     path = Path(path)
@@ -62,17 +50,16 @@ def read_camera_path(path: str | Path, default: Intrinsics) -> list[Camera]:
             doc = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LabelfieldError(f"not valid JSON ({e})", path) from e
-        keys = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x")
         try:
             if isinstance(doc, dict) and "frames" in doc:
-                top = {k: doc[k] for k in keys if k in doc}
-                return [
-                    (
-                        _json_intrinsics({**top, **{k: f[k] for k in keys if k in f}}, default),
-                        opengl_to_opencv(_pose(f["transform_matrix"], path, f"frames[{i}].transform_matrix")),
-                    )
-                    for i, f in enumerate(doc["frames"])
-                ]
+                size = (default.width, default.height)
+                cams = []
+                for i, f in enumerate(doc["frames"]):
+                    cam = camera_keys(doc, f)  # the scene's camera where the file names none
+                    intr = camera_intrinsics(cam, size, path) if has_focal(cam) else default
+                    c2w_gl = _pose(f["transform_matrix"], path, f"frames[{i}].transform_matrix")
+                    cams.append((intr, opengl_to_opencv(c2w_gl)))
+                return cams
             if isinstance(doc, dict) and "camera_path" in doc:
                 w = int(doc.get("render_width", default.width))
                 h = int(doc.get("render_height", default.height))

@@ -16,7 +16,7 @@ import importlib
 from pathlib import Path
 
 from labelfield.errors import LabelfieldError
-from labelfield.io import atomic_dir
+from labelfield.io import atomic_dir, paths_overlap
 from labelfield.scene import Scene
 
 FORMATS = ("replica", "transforms", "scannet", "colmap")
@@ -75,11 +75,6 @@ def load_scene(path: str | Path, format: str | None = None, downscale: int = 1) 
     return scene
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
 def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress: bool = False) -> Path:
     """Write `scene` to the folder `out` in `format` ("replica" or "transforms"), atomically; returns `out`.
 
@@ -91,7 +86,7 @@ def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress
         raise LabelfieldError(f"cannot write format {format!r}; expected one of {', '.join(WRITABLE)}")
     if not scene.frames:
         raise LabelfieldError("scene has no frames to write", scene.root)
-    if scene.root is not None and _overlaps(out, Path(scene.root)):
+    if scene.root is not None and paths_overlap(out, scene.root):
         raise LabelfieldError(f"refusing to write into the scene's own folder {scene.root}", out)
     if out.exists() and not out.is_dir():
         raise LabelfieldError("output exists and is not a folder", out)

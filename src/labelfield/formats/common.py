@@ -157,12 +157,6 @@ def label_dtype(max_id: int) -> type:
     return np.uint8 if max_id <= 255 else np.uint16
 
 
-def depth_to_mm(depth: np.ndarray) -> np.ndarray:
-    """Depth in metres (H, W) -> uint16 millimetres (0 = unknown; clipped at 65.535 m)."""
-    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(np.round(d * 1000.0), 0, 65535).astype(np.uint16)
-
-
 def safe_names(frames: list[Frame]) -> list[str]:
     """File stems for frames: their names when unique and file-safe, else frame_00000, frame_00001, ..."""
     names = [f.name for f in frames]

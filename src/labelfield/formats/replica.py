@@ -23,14 +23,13 @@ from labelfield.errors import LabelfieldError
 from labelfield.formats.common import (
     FileLoader,
     check_pose,
-    depth_to_mm,
     image_size,
     indexed_files,
     label_dtype,
     scaled_intrinsics,
     table_from_label_files,
 )
-from labelfield.io import read_json, write_image, write_json
+from labelfield.io import depth_to_mm, read_json, write_image, write_json
 from labelfield.scene import ClassTable, Frame, Scene, default_color
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from labelfield.devices import resolve_device
 from labelfield.errors import LabelfieldError
 from labelfield.progress import Progress, ProgressFn, message
 from labelfield.run import ModelSpec, RunFolder, RunManifest, capture_rng, restore_rng
@@ -71,15 +72,6 @@ class FitResult:
 
 
 # --- set-up helpers --------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; "cuda" without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LabelfieldError("--device cuda was asked for, but this PyTorch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise LabelfieldError(f"unknown device {name!r} (auto, cpu or cuda)")
-    return torch.device(name)
 
 
 def usable_cores() -> int:
