@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelfield.errors import LabelfieldError
-from labelfield.evaluate.consistency import ViewLabels, pair_agreement
+from labelfield.evaluate.consistency import ViewLabels, frame_agreement
 from labelfield.evaluate.metrics import ConfusionMatrix, psnr
 from labelfield.labelset import LabelSet
 from labelfield.scene import ClassTable, Frame, Scene
@@ -104,13 +104,10 @@ def evaluate(labelset: LabelSet, scene: Scene, k: int = 1, rel_tol: float = 0.05
         if rgb is not None:
             psnrs.append(min(psnr(rgb, f.load_rgb()), _PSNR_CAP))
         if kk:
-            j = i + kk if i + kk < n else i - kk
-            a, b = view(i), view(j)
-            if a is not None and b is not None:
-                agree, total = pair_agreement(a, b, rel_tol)
-                for key in ("all", "unlabelled") if name in unl else ("all",):
-                    cons[key][0] += agree
-                    cons[key][1] += total
+            agree, total = frame_agreement(view, i, n, kk, rel_tol)
+            for key in ("all", "unlabelled") if name in unl else ("all",):
+                cons[key][0] += agree
+                cons[key][1] += total
             for old in [c for c in cache if c < i - kk]:  # keep only the window pairs still need
                 del cache[old]
         if progress is not None:
