@@ -21,7 +21,7 @@ from labelfield.train.checkpoint import load_checkpoint, save_checkpoint
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, semantic_loss
-from labelfield.train.trainer import fit, lr_factor
+from labelfield.train.trainer import LRSchedule, fit, lr_factor, lr_progress
 
 
 def small_config(out: Path, **kw) -> FitConfig:
@@ -70,6 +70,19 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(500, 1.0, cfg) == pytest.approx(0.1)
     cos = dataclasses.replace(cfg, lr_schedule="cosine")
     assert lr_factor(50, 0.5, cos) == pytest.approx(0.55)
+    # LRSchedule applies it through LambdaLR: each group at its own peak lr, started at a resumed step
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [w], "lr": 2.0}, {"params": [torch.zeros(1, requires_grad=True)], "lr": 1.0}])
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+    sched = LRSchedule(opt, cos, step=5, progress=0.05)
+    assert [g["lr"] for g in opt.param_groups] == [2.0 * lr_factor(5, 0.05, cos), lr_factor(5, 0.05, cos)]
+    w.sum().backward()
+    opt.step()
+    sched.advance(0.5)
+    assert opt.param_groups[0]["lr"] == 2.0 * lr_factor(6, 0.5, cos)
+    assert lr_progress(10, 0.0, dataclasses.replace(cfg, steps=100)) == 0.1
+    assert lr_progress(10, 30.0, dataclasses.replace(cfg, steps=100, time_budget=60.0)) == 0.5
 
 
 # --- config --------------------------------------------------------------------------------------------
