@@ -107,6 +107,7 @@ class AnnotateCommand:
 
     def run(self) -> int:
         from labelfield.annotate.frames import annotate_frames
+        from labelfield.console import RichProgress
         from labelfield.io import atomic_dir
         from labelfield.render.chunked import render_image
         from labelfield.run import RunFolder, load_run
@@ -138,20 +139,37 @@ class AnnotateCommand:
             return render_image(loaded.model, intr, c2w, chunk=self.chunk, device=device)
 
         t0 = time.perf_counter()
-        with atomic_dir(self.out) as tmp:
+        with atomic_dir(self.out) as tmp, RichProgress(bars=self.progress) as show:
             records = []
             if indices:
                 records = annotate_frames(
-                    render_fn, scene, loaded.classes, tmp, indices, labelled, given, keep_given=self.keep_given,
-                    opacity_threshold=self.opacity_threshold, save_probs=self.save_probs, progress=self.progress,
-                    scene_path=scene_path, downscale=loaded.manifest.downscale,
+                    render_fn,
+                    scene,
+                    loaded.classes,
+                    tmp,
+                    indices,
+                    labelled,
+                    given,
+                    keep_given=self.keep_given,
+                    opacity_threshold=self.opacity_threshold,
+                    save_probs=self.save_probs,
+                    on_progress=show,
+                    scene_path=scene_path,
+                    downscale=loaded.manifest.downscale,
                     method=f"labelfield:{loaded.spec.name}",
-                )  # fmt: skip
+                )
             dt = time.perf_counter() - t0
             video = None
             if cams is not None:
-                video = render_trajectory(render_fn, cams, loaded.classes, tmp / "trajectory.mp4", fps=self.fps,
-                                          opacity_threshold=self.opacity_threshold, progress=self.progress)  # fmt: skip
+                video = render_trajectory(
+                    render_fn,
+                    cams,
+                    loaded.classes,
+                    tmp / "trajectory.mp4",
+                    fps=self.fps,
+                    opacity_threshold=self.opacity_threshold,
+                    on_progress=show,
+                )
         n_given = sum(r.given for r in records)
         msg = f"annotate: {len(records)} frames ({n_given} with the user's labels kept) -> {self.out}"
         if records:

@@ -25,6 +25,7 @@ from labelfield.cameras import Intrinsics, opengl_to_opencv
 from labelfield.errors import LabelfieldError
 from labelfield.formats.transforms import camera_intrinsics, camera_keys, has_focal
 from labelfield.io import write_image
+from labelfield.progress import Progress, ProgressFn, message
 from labelfield.scene import ClassTable
 
 Camera = tuple[Intrinsics, np.ndarray]
@@ -102,28 +103,28 @@ def render_trajectory(
     out: str | Path,
     fps: float = 24.0,
     opacity_threshold: float = 0.5,
-    progress: bool = True,
     video: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> Path:
     """Render `cameras` and write `out` (.mp4), or PNG frames in the folder `out` without its suffix.
 
     Returns the path written (the .mp4 file, or the folder of PNGs). Frames stream to disk one at a time.
+    `on_progress` receives Progress("trajectory", done, total, "views"), and a warning when PNGs replace the
+    video (no imageio-ffmpeg).
     """
     out = Path(out)
     if not cameras:
         raise LabelfieldError("camera path has no cameras")
     writer = _video_writer(out, fps) if video else None
     target = out if writer is not None else out.with_suffix("")
-    if writer is None:
-        print(f"annotate: imageio-ffmpeg not installed (pip install 'labelfield[video]'): writing PNG frames to "
-              f"{target}/ instead of a video")  # fmt: skip
-    items: Any = enumerate(cameras)
-    if progress:
-        from rich.progress import track
-
-        items = track(list(items), description="trajectory")
+    if writer is None and video:
+        message(
+            on_progress,
+            f"imageio-ffmpeg not installed (pip install 'labelfield[video]'): writing PNG frames to {target}/",
+            "warning",
+        )
     try:
-        for k, (intr, c2w) in items:
+        for k, (intr, c2w) in enumerate(cameras):
             r = render_fn(intr, c2w)
             labels, _ = labels_from_render(r, classes, opacity_threshold)
             frame = side_by_side(rgb_to_uint8(r["rgb"]), classes.colorize(labels))
@@ -131,6 +132,8 @@ def render_trajectory(
                 writer.append_data(frame)
             else:
                 write_image(target / f"{k:05d}.png", frame)
+            if on_progress is not None:
+                on_progress(Progress("trajectory", k + 1, len(cameras), "views"))
     finally:
         if writer is not None:
             writer.close()
