@@ -109,8 +109,10 @@ class ExportCommand:
 
             export_dataset(ls, self.out, fmt, self._scene(ls, required=True))
         else:
+            from labelfield.console import RichProgress
             from labelfield.export.ply import export_ply
 
-            export_ply(ls, self.out, self.voxel_size, progress=True)
+            with RichProgress() as show:
+                export_ply(ls, self.out, self.voxel_size, on_progress=show)
         print(f"export: {len(ls.names)} frames -> {self.out} ({fmt})")
         return 0

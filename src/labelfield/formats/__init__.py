@@ -17,6 +17,7 @@ from pathlib import Path
 
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_dir, paths_overlap
+from labelfield.progress import ProgressFn
 from labelfield.scene import Scene
 
 FORMATS = ("replica", "transforms", "scannet", "colmap")
@@ -75,7 +76,9 @@ def load_scene(path: str | Path, format: str | None = None, downscale: int = 1) 
     return scene
 
 
-def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress: bool = False) -> Path:
+def write_scene(
+    scene: Scene, out: str | Path, format: str = "replica", on_progress: ProgressFn | None = None
+) -> Path:
     """Write `scene` to the folder `out` in `format` ("replica" or "transforms"), atomically; returns `out`.
 
     Works for frames held in memory (`Frame.arrays`) and for frames on disk. An existing `out` is replaced only
@@ -92,5 +95,5 @@ def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress
         raise LabelfieldError("output exists and is not a folder", out)
     module = importlib.import_module(f"labelfield.formats.{format}")
     with atomic_dir(out) as tmp:
-        getattr(module, f"write_{format}")(scene, tmp, progress=progress)
+        getattr(module, f"write_{format}")(scene, tmp, on_progress=on_progress)
     return out

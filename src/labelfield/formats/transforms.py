@@ -29,6 +29,7 @@ from labelfield.formats.common import (
     table_from_label_files,
 )
 from labelfield.io import MM_PER_METRE, depth_to_mm, read_json, write_image, write_json
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import ClassTable, Frame, Scene
 
 _CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "camera_model")
@@ -178,19 +179,16 @@ def _camera_dict(intr: Intrinsics) -> dict[str, Any]:
     return d
 
 
-def write_transforms(scene: Scene, out: Path, progress: bool = False) -> None:
+def write_transforms(scene: Scene, out: Path, on_progress: ProgressFn | None = None) -> None:
     """Write `scene` into the (empty, temporary) folder `out` as transforms.json + images/ depth/ semantics/."""
     shared = all(f.intrinsics == scene.frames[0].intrinsics for f in scene.frames)
     lab_dtype = label_dtype(scene.classes.max_id)
     doc: dict[str, Any] = _camera_dict(scene.frames[0].intrinsics) if shared else {}
     any_depth = False
     frames_json = []
-    items = list(zip(safe_names(scene.frames), scene.frames))
-    if progress:
-        from rich.progress import track
-
-        items = track(items, description="writing", transient=True)
-    for name, f in items:
+    for k, (name, f) in enumerate(zip(safe_names(scene.frames), scene.frames)):
+        if on_progress is not None:
+            on_progress(Progress("write", k + 1, len(scene.frames), "frames"))  # frame k + 1 of n under way
         entry: dict[str, Any] = {} if shared else _camera_dict(f.intrinsics)
         entry["file_path"] = f"images/{name}.png"
         write_image(out / entry["file_path"], f.load_rgb())
