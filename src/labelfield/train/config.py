@@ -64,7 +64,7 @@ class FitConfig:
     lr_warmup_steps: int = 100
     """Linear warm-up steps from lr/100 to lr."""
     lr_schedule: Literal["exponential", "cosine", "constant"] = "cosine"
-    """Decay after warm-up, down to lr * lr_final_ratio at the last step (cosine keeps short runs at a useful lr longer)."""
+    """Decay after warm-up, down to lr * lr_final_ratio at the last step (cosine stays near the peak longer)."""
     lr_final_ratio: float = 0.03
     """Learning rate at the end, as a fraction of --lr."""
     adam_eps: Optional[float] = None
