@@ -73,7 +73,7 @@ class DemoCommand:
 
         console.rule("2/3 annotate every frame")
         with show:
-            n = annotate_run(run_dir, labels_dir, self.device, on_progress=show)
+            n = annotate_all(run_dir, labels_dir, self.device, on_progress=show)
         console.print(f"annotate: {n} frames -> {labels_dir}")
         t_annotate = time.perf_counter() - t0 - t_fit
 
@@ -96,40 +96,17 @@ class DemoCommand:
         return 0
 
 
-def annotate_run(run_dir: Path, labels_dir: Path, device: str = "auto", on_progress: ProgressFn | None = None) -> int:
+def annotate_all(run_dir: Path, labels_dir: Path, device: str = "auto", on_progress: ProgressFn | None = None) -> int:
     """Render every frame of the run into a LABELS folder (the user's labels kept on labelled frames).
     Returns the number of frames written."""
-    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.fitted import annotate_run
     from labelfield.devices import resolve_device
     from labelfield.io import atomic_dir
-    from labelfield.render.chunked import render_image
     from labelfield.run import load_run
 
-    dev = resolve_device(device)
-    loaded = load_run(run_dir, device=dev)
-    scene = loaded.scene
-    labelled = set(loaded.labelled)
-    given = {i: a for i, a in loaded.sparse_labels().items() if i in labelled}
-    indices = list(range(len(scene)))
-
-    def render_fn(intr, c2w):
-        return render_image(loaded.model, intr, c2w, device=dev)
-
+    loaded = load_run(run_dir, device=resolve_device(device))
     with atomic_dir(labels_dir) as tmp:
-        records = annotate_frames(
-            render_fn,
-            scene,
-            loaded.classes,
-            tmp,
-            indices,
-            labelled,
-            given,
-            on_progress=on_progress,
-            scene_path=loaded.manifest.scene,
-            downscale=loaded.manifest.downscale,
-            method=f"labelfield:{loaded.spec.name}",
-        )
-    return len(records)
+        return len(annotate_run(loaded, tmp, on_progress=on_progress))
 
 
 def evaluate_labels(labels_dir: Path, scene_dir: Path, metrics_path: Path) -> dict:
