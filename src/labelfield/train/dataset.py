@@ -163,5 +163,5 @@ class RayDataset:
         has = lab_off >= 0
         labels = torch.full_like(g, -1)
         labels[has] = self.labels[(lab_off + local)[has]].long()
-        depth = None if self.depth_mm is None else self.depth_mm[g].float().div_(MM_PER_METRE)
+        depth = None if self.depth_mm is None else self.depth_mm[g].float().mul_(1.0 / MM_PER_METRE)
         return RayBatch(rays_o, rays_d, z_scale, rgb, labels, depth, f)
