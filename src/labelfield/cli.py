@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "labelfield.evaluate.command", "EvalCommand"),
     ("baseline", "labelfield.baselines.command", "BaselineCommand"),
     ("export", "labelfield.export.command", "ExportCommand"),
+    ("batch", "labelfield.batch.command", "BatchCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
 ]
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if (old := _old_model_flag(args)) is not None:
         print(f"labelfield: error: {old}", file=sys.stderr)
         return 2
-    if args and args[0] == "fit":  # the model options were --model-config.* before models became subcommands
+    if args and args[0] in ("fit", "batch"):  # the model options were --model-config.* before models became subcommands
         args = ["--model." + a[len("--model-config.") :] if a.startswith("--model-config.") else a for a in args]
     types = _command_types()
     # CascadeSubcommandArgs: `labelfield fit semantic-nerf SCENE --out RUN` (options after the model name).
