@@ -129,8 +129,10 @@ def score_model(model: torch.nn.Module, scene: Scene, frames: list[int], labelle
         return out
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        annotate_frames(render, scene, scene.classes, tmp, frames, labelled, given=None, keep_given=False,
-                        progress=False, scene_path=scene.root, method=method)  # fmt: skip
+        annotate_frames(
+            render, scene, scene.classes, tmp, frames, labelled, given=None, keep_given=False,
+            scene_path=scene.root, method=method,
+        )  # fmt: skip
         return score(Path(tmp), scene)
 
 

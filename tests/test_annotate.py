@@ -11,6 +11,7 @@ from labelfield.annotate import annotate_frames
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_dir, read_image
 from labelfield.labelset import read_labelset
+from labelfield.run import RunFolder
 from labelfield.scene import Scene
 from labelfield.synth.toy import toy_scene
 
@@ -41,8 +42,11 @@ def test_labels_equal_gt_and_void_where_empty(tmp_path):
     hole = (slice(0, 5), slice(0, 7))
     out = tmp_path / "LABELS"
     with atomic_dir(out) as tmp:
-        recs = annotate_frames(gt_render_fn(scene, hole), scene, scene.classes, tmp, range(6), {0, 3}, progress=False)
+        events = []
+        recs = annotate_frames(gt_render_fn(scene, hole), scene, scene.classes, tmp, range(6), {0, 3},
+                               on_progress=events.append)  # fmt: skip
     assert [r.index for r in recs] == list(range(6))
+    assert [(e.stage, e.done, e.total, e.unit) for e in events] == [("annotate", k, 6, "frames") for k in range(1, 7)]
     ls = read_labelset(out)
     assert ls.names == scene.names and ls.classes.ids == scene.classes.ids
     for f in scene.frames:
@@ -65,8 +69,7 @@ def test_labels_equal_gt_and_void_where_empty(tmp_path):
 
 def test_background_class_where_empty_and_probs(tmp_path):
     scene = toy_scene(3, 24, 16, room=False)  # misses are class 1, the declared background_class
-    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path, [1, 2], set(), save_probs=True,
-                    progress=False)  # fmt: skip
+    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path, [1, 2], set(), save_probs=True)
     ls = read_labelset(tmp_path)
     assert ls.names == scene.names[1:]
     for name in ls.names:
@@ -83,7 +86,7 @@ def test_keep_given_never_overwrites_human_pixels(tmp_path):
     user[10:20, 5:15] = 3  # the user says "ceiling" where the field sees other classes
     user[0, 0] = 5
     given = {2: user}
-    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path / "a", range(4), {2}, given, progress=False)
+    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path / "a", range(4), {2}, given)
     ls = read_labelset(tmp_path / "a")
     lab = ls.load_labels("frame_002")
     gt = scene.frames[2].load_labels()
@@ -92,8 +95,7 @@ def test_keep_given_never_overwrites_human_pixels(tmp_path):
     assert [r.given for r in ls.frames] == [False, False, True, False]
     assert ls.load_confidence("frame_002")[10:20, 5:15].min() == 1.0
     # --no-keep-given: the prediction everywhere, not recorded as given
-    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path / "b", [2], {2}, given, keep_given=False,
-                    progress=False)  # fmt: skip
+    annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path / "b", [2], {2}, given, keep_given=False)
     ls = read_labelset(tmp_path / "b")
     np.testing.assert_array_equal(ls.load_labels("frame_002"), gt)
     assert not ls.frames[0].given and ls.frames[0].labelled
@@ -104,13 +106,13 @@ def test_uint16_ids_and_bad_index(tmp_path):
 
     scene = toy_scene(2, 16, 12)
     big = ClassTable([1, 2, 3, 4, 300], ["floor", "wall", "ceiling", "sphere", "box"], [(9, 9, 9)] * 5)
-    annotate_frames(gt_render_fn(scene), scene, big, tmp_path, [0], set(), progress=False)
+    annotate_frames(gt_render_fn(scene), scene, big, tmp_path, [0], set())
     img = read_image(tmp_path / "labels" / "frame_000.png")
     gt = scene.frames[0].load_labels()
     assert img.dtype == np.uint16
     np.testing.assert_array_equal(img[gt == 5], 300)
     with pytest.raises(LabelfieldError, match="out of range"):
-        annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path, [7], set(), progress=False)
+        annotate_frames(gt_render_fn(scene), scene, scene.classes, tmp_path, [7], set())
 
 
 def test_frames_spec():
@@ -168,7 +170,7 @@ def test_trajectory_video_and_pngs(tmp_path):
         np.testing.assert_allclose(p2, f.c2w, atol=1e-9)
         assert abs(i2.cx - intr.cx) < 1e-9 and i2.width == 32
     render = gt_render_fn(scene)
-    folder = render_trajectory(render, cams, scene.classes, tmp_path / "t.mp4", progress=False, video=False)
+    folder = render_trajectory(render, cams, scene.classes, tmp_path / "t.mp4", video=False)
     pngs = sorted(folder.glob("*.png"))
     assert len(pngs) == 5
     img = read_image(pngs[2])
@@ -176,7 +178,9 @@ def test_trajectory_video_and_pngs(tmp_path):
     np.testing.assert_array_equal(img[:, :32], scene.frames[2].load_rgb())
     np.testing.assert_array_equal(img[:, 32:], scene.classes.colorize(scene.frames[2].load_labels()))
     pytest.importorskip("imageio_ffmpeg")
-    video = render_trajectory(render, cams, scene.classes, tmp_path / "t.mp4", progress=False)
+    events = []
+    video = render_trajectory(render, cams, scene.classes, tmp_path / "t.mp4", on_progress=events.append)
+    assert [(e.stage, e.done, e.total) for e in events][-1] == ("trajectory", 5, 5)
     import imageio.v2 as imageio
 
     frames = imageio.mimread(video)
@@ -187,7 +191,6 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
     """fit 2 steps of a tiny model on disk, then `annotate`: atomic output, given clicks kept, errors."""
     import dataclasses
 
-    pytest.importorskip("labelfield.train.trainer")
     from labelfield.annotate.command import AnnotateCommand
     from labelfield.formats import load_scene, write_scene
     from labelfield.labels import make_sparse_labels
@@ -203,11 +206,20 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
     with pytest.raises(LabelfieldError, match="inside"):
         AnnotateCommand(tmp_path / "run", tmp_path / "scene" / "L", progress=False, device="cpu").run()
     assert not (tmp_path / "scene" / "L").exists()
+    # annotate keeps the labels the run trained on, read from the run (not regenerated from the spec): mark
+    # a block of frame 3 with a class no click spec would place there and check it comes back
+    run = RunFolder(tmp_path / "run")
+    clicks = run.read_sparse_labels()
+    scene = load_scene(tmp_path / "scene")
+    assert sorted(clicks) == [0, 3]
+    regenerated = make_sparse_labels(scene, "every:3", "clicks:5", seed=0)
+    assert all(np.array_equal(clicks[i], regenerated[i]) for i in clicks)  # fit saved what the spec makes
+    clicks[3][2:6, 2:6] = 2
+    run.save_sparse_labels(clicks)
     AnnotateCommand(tmp_path / "run", tmp_path / "L", progress=False, device="cpu").run()
     ls = read_labelset(tmp_path / "L")
-    scene = load_scene(tmp_path / "scene")
     assert ls.names == scene.names and [r.given for r in ls.frames] == [i % 3 == 0 for i in range(6)]
-    clicks = make_sparse_labels(scene, "every:3", "clicks:5", seed=0)
+    assert (ls.load_labels(scene.names[3])[2:6, 2:6] == 2).all()
     for i, user in clicks.items():
         lab = ls.load_labels(scene.names[i])
         assert (user != 0).sum() > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labelfield import formats
 from labelfield.baselines.nearest import nearest_labels, nearest_source
 from labelfield.baselines.reproject import reproject_labels, warp_labels
 from labelfield.errors import LabelfieldError
@@ -70,7 +71,6 @@ def test_reproject_needs_depth(scene):
 
 
 def test_baseline_command(scene, tmp_path):
-    formats = pytest.importorskip("labelfield.formats")
     from labelfield.baselines.command import BaselineCommand
     from labelfield.evaluate.core import evaluate
     from labelfield.labelset import read_labelset
@@ -108,7 +108,6 @@ def test_reproject_sparse_clicks(scene):
 
 
 def test_cli_exit_code(tmp_path):
-    formats = pytest.importorskip("labelfield.formats")
     from labelfield.cli import main
 
     gt_dir = formats.write_scene(toy_scene(6, 16, 12), tmp_path / "gt", "replica")

@@ -90,7 +90,6 @@ def test_frame_rejects_wrong_size_and_bad_pose(tmp_path: Path) -> None:
 
 
 def test_cli_reports_bad_input_in_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("labelfield.formats.command")
     from labelfield.cli import main
 
     code = main(["info", str(tmp_path / "nowhere")])

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from labelfield import formats
 from labelfield.errors import LabelfieldError
 from labelfield.evaluate.consistency import ViewLabels, consistency
 from labelfield.evaluate.core import evaluate
@@ -146,7 +147,6 @@ def test_report_and_json(scene, tmp_path):
 
 
 def test_eval_command(scene, tmp_path):
-    formats = pytest.importorskip("labelfield.formats")
     from labelfield.evaluate.command import EvalCommand
 
     gt_dir = formats.write_scene(scene, tmp_path / "gt", "replica")

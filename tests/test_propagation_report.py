@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-report = pytest.importorskip("propagation_report")
+import propagation_report as report  # noqa: E402
 
 
 def _pt(seconds: float, miou: float | None, consistency: float | None = 0.9, steps: int | None = 1) -> dict:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelfield.cameras import Intrinsics, project, unproject_depth
+from labelfield.cameras import Intrinsics
 from labelfield.errors import LabelfieldError
+from labelfield.evaluate.consistency import ViewLabels, pair_agreement
 from labelfield.formats import load_scene
 from labelfield.scene import Scene
 
@@ -22,31 +23,15 @@ TINY = dict(seed=3, frames=16, width=64, height=48, spp=2, variant="scalar_rgb")
 
 
 def consistency(scene: Scene, i: int, j: int, rel_tol: float = 0.01, strict: bool = True) -> tuple[float, int]:
-    """Back-project frame i with its depth and pose and reproject it into frame j (nearest pixel).
-
-    Co-visible: lands inside frame j, in front of it, where frame j's depth agrees within `rel_tol` (relative;
-    depth is stored in millimetres). With strict=False, points whose four surrounding pixels in frame j carry
-    different labels are not counted either: within a pixel of a label boundary, rounding to the nearest pixel
+    """Labels of frame i reprojected into frame j with the evaluator's `pair_agreement` (depth is stored in
+    millimetres, hence the tight `rel_tol`). With strict=False, points whose four surrounding pixels in frame j
+    carry different labels are not counted: within a pixel of a label boundary, rounding to the nearest pixel
     decides the label (two surfaces in contact, or a picture 1 cm proud of its wall, agree in depth), and at
-    64x48 those pixels alone exceed 1%. Returns (fraction of co-visible pixels whose labels agree, count).
-    """
-    fi, fj = scene.frames[i], scene.frames[j]
-    di, dj = fi.load_depth(), fj.load_depth()
-    li, lj = fi.load_labels(), fj.load_labels()
-    pts = unproject_depth(di, fi.intrinsics, fi.c2w).reshape(-1, 3)
-    uv, z = project(pts, fj.intrinsics, fj.c2w)
-    W, H = fj.intrinsics.width, fj.intrinsics.height
-    u, v = np.round(uv[:, 0]).astype(int), np.round(uv[:, 1]).astype(int)
-    ok = (di.reshape(-1) > 0) & (z > 0.05) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    u, v = np.clip(u, 0, W - 1), np.clip(v, 0, H - 1)
-    ok &= np.abs(dj[v, u] - z) < rel_tol * z
-    if not strict:
-        u0 = np.clip(np.floor(uv[:, 0]).astype(int), 0, W - 2)
-        v0 = np.clip(np.floor(uv[:, 1]).astype(int), 0, H - 2)
-        corners = np.stack([lj[v0, u0], lj[v0, u0 + 1], lj[v0 + 1, u0], lj[v0 + 1, u0 + 1]])
-        ok &= (corners == corners[0]).all(0)
-    agree = li.reshape(-1)[ok] == lj[v[ok], u[ok]]
-    return float(agree.mean()) if ok.any() else 0.0, int(ok.sum())
+    64x48 those pixels alone exceed 1%. Returns (fraction of co-visible pixels whose labels agree, count)."""
+    a, b = ViewLabels.from_frame(scene.frames[i]), ViewLabels.from_frame(scene.frames[j])
+    assert a is not None and b is not None
+    agree, n = pair_agreement(a, b, rel_tol, skip_boundaries=not strict)
+    return (agree / n if n else 0.0), n
 
 
 @pytest.fixture(scope="module")

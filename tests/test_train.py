@@ -21,7 +21,7 @@ from labelfield.train.checkpoint import load_checkpoint, save_checkpoint
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, semantic_loss
-from labelfield.train.trainer import fit, lr_factor
+from labelfield.train.trainer import LRSchedule, fit, lr_factor, lr_progress
 
 
 def small_config(out: Path, **kw) -> FitConfig:
@@ -70,6 +70,19 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(500, 1.0, cfg) == pytest.approx(0.1)
     cos = dataclasses.replace(cfg, lr_schedule="cosine")
     assert lr_factor(50, 0.5, cos) == pytest.approx(0.55)
+    # LRSchedule applies it through LambdaLR: each group at its own peak lr, started at a resumed step
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [w], "lr": 2.0}, {"params": [torch.zeros(1, requires_grad=True)], "lr": 1.0}])
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+    sched = LRSchedule(opt, cos, step=5, progress=0.05)
+    assert [g["lr"] for g in opt.param_groups] == [2.0 * lr_factor(5, 0.05, cos), lr_factor(5, 0.05, cos)]
+    w.sum().backward()
+    opt.step()
+    sched.advance(0.5)
+    assert opt.param_groups[0]["lr"] == 2.0 * lr_factor(6, 0.5, cos)
+    assert lr_progress(10, 0.0, dataclasses.replace(cfg, steps=100)) == 0.1
+    assert lr_progress(10, 30.0, dataclasses.replace(cfg, steps=100, time_budget=60.0)) == 0.5
 
 
 # --- config --------------------------------------------------------------------------------------------
@@ -201,15 +214,12 @@ def test_fit_command_line(tmp_path, binary_scene):
     scene_dir = write_scene(binary_scene, tmp_path / "scene", "replica")
     out = tmp_path / "run"
     args = ["fit", str(scene_dir), "--labelled", "every:4", "--out", str(out), "--steps", "10", "--batch-rays", "64"]
-    args += ["--no-progress"] + (["--model-config.log2-table-size", "12"] if _has_field("log2_table_size") else [])
+    args += ["--no-progress", "--model.log2-table-size", "12"]
     assert main(args) == 0
     assert [s for s, _ in list_checkpoints(out)] == [10]
+    assert FitConfig.load(out / "config.json").model_config.log2_table_size == 12
     assert main(args) == 2  # refuses to overwrite a non-empty run
     assert main(["fit", str(scene_dir), "--resume", str(out), "--steps", "15", "--no-progress"]) == 0
     assert [s for s, _ in list_checkpoints(out)][-1] == 15
     assert FitConfig.load(out / "config.json").steps == 15
     assert main(["fit", "--resume", str(out), "--seed", "5"]) == 2  # seed cannot change mid-run
-
-
-def _has_field(name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(FitConfig().model_config)}

@@ -43,7 +43,7 @@ def describe(event: Progress) -> str:
 
 class RichProgress:
     """An `on_progress` callback drawing one rich bar per stage (fit: steps, or seconds under a time budget)
-    and printing messages. Call `close()` when done (stops the live display)."""
+    and printing messages. Call `close()` when done (stops the live display), or use it as a context manager."""
 
     def __init__(self, console: Console | None = None, bars: bool = True) -> None:
         self.console = console or Console(stderr=True)
@@ -80,3 +80,9 @@ class RichProgress:
             self._live.stop()
             self._live = None
             self._tasks.clear()
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,7 +8,6 @@ so running the demo again never overwrites an earlier result.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labelfield.errors import LabelfieldError
+from labelfield.progress import ProgressFn
 
 # src/labelfield/demo.py -> repository root (the demo scene is data, not package code).
 DEMO_SCENE = Path(__file__).resolve().parents[2] / "data" / "demo"
@@ -43,7 +43,6 @@ class DemoCommand:
 
     def run(self) -> int:
         from labelfield.console import RichProgress
-        from labelfield.progress import Progress
         from labelfield.train import FitConfig, fit
 
         scene = self.scene or DEMO_SCENE
@@ -66,17 +65,15 @@ class DemoCommand:
             depth_loss=self.depth_loss,
         )
         show = RichProgress(console)
-        try:
+        with show:
             result = fit(config, on_progress=show)
-        finally:
-            show.close()
         if result.interrupted:
             return 130
         t_fit = time.perf_counter() - t0
 
         console.rule("2/3 annotate every frame")
-        n = annotate_run(run_dir, labels_dir, self.device, lambda i, n: show(Progress("annotate", i, n, "frames")))
-        show.close()
+        with show:
+            n = annotate_all(run_dir, labels_dir, self.device, on_progress=show)
         console.print(f"annotate: {n} frames -> {labels_dir}")
         t_annotate = time.perf_counter() - t0 - t_fit
 
@@ -99,39 +96,17 @@ class DemoCommand:
         return 0
 
 
-def annotate_run(
-    run_dir: Path, labels_dir: Path, device: str = "auto", on_frame: Callable[[int, int], None] | None = None
-) -> int:
+def annotate_all(run_dir: Path, labels_dir: Path, device: str = "auto", on_progress: ProgressFn | None = None) -> int:
     """Render every frame of the run into a LABELS folder (the user's labels kept on labelled frames).
     Returns the number of frames written."""
-    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.fitted import annotate_run
+    from labelfield.devices import resolve_device
     from labelfield.io import atomic_dir
-    from labelfield.render.chunked import render_image
     from labelfield.run import load_run
-    from labelfield.train.trainer import resolve_device
 
-    dev = resolve_device(device)
-    loaded = load_run(run_dir, device=dev)
-    scene = loaded.scene
-    labelled = set(loaded.labelled)
-    given = {i: a for i, a in loaded.sparse_labels().items() if i in labelled}
-    indices = list(range(len(scene)))
-
-    def render_fn(intr, c2w):
-        out = render_image(loaded.model, intr, c2w, device=dev)
-        if on_frame is not None:
-            render_fn.done += 1
-            on_frame(render_fn.done, len(indices))
-        return out
-
-    render_fn.done = 0
+    loaded = load_run(run_dir, device=resolve_device(device))
     with atomic_dir(labels_dir) as tmp:
-        records = annotate_frames(
-            render_fn, scene, loaded.classes, tmp, indices, labelled, given, progress=False,
-            scene_path=loaded.manifest.scene, downscale=loaded.manifest.downscale,
-            method=f"labelfield:{loaded.spec.name}",
-        )  # fmt: skip
-    return len(records)
+        return len(annotate_run(loaded, tmp, on_progress=on_progress))
 
 
 def evaluate_labels(labels_dir: Path, scene_dir: Path, metrics_path: Path) -> dict:

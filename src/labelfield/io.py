@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes and image I/O.
+"""Small file helpers shared by every stage: atomic writes, image I/O, depth PNG units, path overlap.
 
 Every file labelfield writes goes through `atomic_path` (write to a temporary sibling, then `os.replace`),
 so a crash or Ctrl-C never leaves a half-written output and never destroys the previous version.
@@ -110,3 +110,25 @@ def write_image(path: str | Path, array: np.ndarray, palette: np.ndarray | None 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
     with atomic_path(path) as tmp:
         im.save(tmp, format=fmt)
+
+
+def paths_overlap(a: str | Path, b: str | Path) -> bool:
+    """True when `a` is `b`, lies inside it, or contains it (after resolving links): writing one would touch
+    the other. Commands use it to refuse an output folder that overlaps an input."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or b in a.parents or a in b.parents
+
+
+MM_PER_METRE = 1000.0
+"""Depth PNGs store uint16 millimetres (0 = unknown)."""
+
+
+def depth_to_mm(depth: np.ndarray) -> np.ndarray:
+    """Depth in metres (H, W) -> uint16 millimetres (0 = unknown: NaN, inf, <= 0; clipped at 65.535 m)."""
+    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(np.round(d * MM_PER_METRE), 0, 65535).astype(np.uint16)
+
+
+def mm_to_depth(mm: np.ndarray) -> np.ndarray:
+    """uint16 millimetres (H, W) -> float32 metres (0 stays 0, unknown)."""
+    return np.asarray(mm).astype(np.float32) / np.float32(MM_PER_METRE)

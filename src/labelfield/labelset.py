@@ -23,7 +23,7 @@ import numpy as np
 
 from labelfield.cameras import Intrinsics
 from labelfield.errors import LabelfieldError
-from labelfield.io import atomic_path, read_image, read_json, write_image, write_json
+from labelfield.io import atomic_path, depth_to_mm, mm_to_depth, read_image, read_json, write_image, write_json
 from labelfield.scene import ClassTable, Frame
 
 SUBDIRS = ("labels", "labels_color", "overlay", "confidence", "probs", "rgb", "depth")
@@ -117,8 +117,7 @@ def write_frame(
     if rgb is not None:
         write_image(out / "rgb" / f"{name}.png", np.asarray(rgb, np.uint8))
     if depth is not None:
-        mm = np.nan_to_num(np.asarray(depth, np.float64) * 1000.0, nan=0.0, posinf=0.0, neginf=0.0)
-        write_image(out / "depth" / f"{name}.png", mm.round().clip(0, 65535).astype(np.uint16))
+        write_image(out / "depth" / f"{name}.png", depth_to_mm(depth))
     if confidence is not None:
         c8 = (np.nan_to_num(np.asarray(confidence, np.float64)).clip(0, 1) * 255).round().astype(np.uint8)
         write_image(out / "confidence" / f"{name}.png", c8)
@@ -207,7 +206,7 @@ class LabelSet:
     def load_depth(self, name: str) -> np.ndarray | None:
         """(H, W) float32 z-depth in metres (0 = unknown), or None when absent."""
         p = self._path("depth", name)
-        return read_image(p).astype(np.float32) / 1000.0 if p.is_file() else None
+        return mm_to_depth(read_image(p)) if p.is_file() else None
 
     def load_confidence(self, name: str) -> np.ndarray | None:
         """(H, W) float32 in [0, 1], or None when absent."""

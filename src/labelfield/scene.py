@@ -212,12 +212,8 @@ class Frame:
                 return out
         if path is None:
             return None
-        img = read_image(path)
+        img = read_frame_image(path, kind, self.background)
         nearest = kind != "rgb"
-        if kind == "rgb":
-            img = _to_rgb8(img, self.background, path)
-        elif img.ndim == 3:
-            img = img[..., 0]
         W, H = self.size
         if img.shape[:2] != (H, W):
             # Readers set intrinsics for the downscaled size; integer multiples are the only scaling we accept.
@@ -255,6 +251,15 @@ class Frame:
         if not is_valid_pose(self.c2w):
             where = self.rgb_path if self.rgb_path is not None else self.name
             raise LabelfieldError("camera pose is not a finite 4x4 rigid transform", where)
+
+
+def read_frame_image(path: Path, kind: str, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """One stored image of a frame, as stored size: "rgb" -> (H, W, 3) uint8 (alpha composited over
+    `background`); "depth", "labels", "instance", "mask" -> (H, W), the first channel of a multi-channel file."""
+    img = read_image(path)
+    if kind == "rgb":
+        return _to_rgb8(img, background, path)
+    return img[..., 0] if img.ndim == 3 else img
 
 
 def _to_rgb8(img: np.ndarray, background: tuple[float, float, float], path: Path) -> np.ndarray:

@@ -16,12 +16,7 @@ from typing import Annotated
 import tyro
 
 from labelfield.errors import LabelfieldError
-
-
-def _inside(a: Path, b: Path) -> bool:
-    """True when `a` is `b`, lies inside it, or contains it."""
-    a, b = a.resolve(), b.resolve()
-    return a == b or b in a.parents or a in b.parents
+from labelfield.io import paths_overlap
 
 
 def parse_frames(spec: str, names: list[str], labelled: set[int]) -> list[int]:
@@ -60,16 +55,6 @@ def parse_frames(spec: str, names: list[str], labelled: set[int]) -> list[int]:
     if not out:
         raise LabelfieldError(f"--frames {spec!r} selects no frame")
     return sorted(out)
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LabelfieldError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 @dataclass
@@ -117,13 +102,14 @@ class AnnotateCommand:
             raise LabelfieldError("output exists and is not a LABELS folder; choose a new path", out)
 
     def _check_scene(self, scene_root: Path | None) -> None:
-        if scene_root is not None and Path(scene_root).exists() and _inside(self.out, Path(scene_root)):
+        if scene_root is not None and Path(scene_root).exists() and paths_overlap(self.out, scene_root):
             raise LabelfieldError(f"output must not be inside (or contain) the input scene {scene_root}", self.out)
 
     def run(self) -> int:
-        from labelfield.annotate.frames import annotate_frames
+        from labelfield.annotate.fitted import annotate_run, run_render_fn
+        from labelfield.console import RichProgress
+        from labelfield.devices import resolve_device
         from labelfield.io import atomic_dir
-        from labelfield.render.chunked import render_image
         from labelfield.run import RunFolder, load_run
 
         self._check_paths()
@@ -131,40 +117,46 @@ class AnnotateCommand:
         self._check_scene(self.scene if self.scene is not None else (Path(saved) if saved else None))
         if self.chunk < 1:
             raise LabelfieldError(f"--chunk must be positive, got {self.chunk}")
-        device = _pick_device(self.device)
-        loaded = load_run(self.run_dir, device=device, step=self.step, scene=self.scene)
+        loaded = load_run(self.run_dir, device=resolve_device(self.device), step=self.step, scene=self.scene)
         scene = loaded.scene
         self._check_scene(scene.root)
         labelled = set(loaded.labelled)
         indices = parse_frames(self.frames, scene.names, labelled)
         if not indices and self.trajectory is None:
             raise LabelfieldError("--frames none renders nothing without --trajectory")
-        given = self._given(loaded, [i for i in indices if i in labelled]) if self.keep_given else {}
         cams = None
         if self.trajectory is not None:  # read before rendering anything: a bad file fails fast
             from labelfield.annotate.trajectory import read_camera_path, render_trajectory
 
             cams = read_camera_path(self.trajectory, scene.frames[0].intrinsics)
         scene_path = str(self.scene.resolve()) if self.scene is not None else loaded.manifest.scene
-
-        def render_fn(intr, c2w):
-            return render_image(loaded.model, intr, c2w, chunk=self.chunk, device=device)
-
         t0 = time.perf_counter()
-        with atomic_dir(self.out) as tmp:
+        with atomic_dir(self.out) as tmp, RichProgress(bars=self.progress) as show:
             records = []
             if indices:
-                records = annotate_frames(
-                    render_fn, scene, loaded.classes, tmp, indices, labelled, given, keep_given=self.keep_given,
-                    opacity_threshold=self.opacity_threshold, save_probs=self.save_probs, progress=self.progress,
-                    scene_path=scene_path, downscale=loaded.manifest.downscale,
-                    method=f"labelfield:{loaded.spec.name}",
-                )  # fmt: skip
+                records = annotate_run(
+                    loaded,
+                    tmp,
+                    indices,
+                    keep_given=self.keep_given,
+                    opacity_threshold=self.opacity_threshold,
+                    save_probs=self.save_probs,
+                    chunk=self.chunk,
+                    scene_path=scene_path,
+                    on_progress=show,
+                )
             dt = time.perf_counter() - t0
             video = None
             if cams is not None:
-                video = render_trajectory(render_fn, cams, loaded.classes, tmp / "trajectory.mp4", fps=self.fps,
-                                          opacity_threshold=self.opacity_threshold, progress=self.progress)  # fmt: skip
+                video = render_trajectory(
+                    run_render_fn(loaded, self.chunk),
+                    cams,
+                    loaded.classes,
+                    tmp / "trajectory.mp4",
+                    fps=self.fps,
+                    opacity_threshold=self.opacity_threshold,
+                    on_progress=show,
+                )
         n_given = sum(r.given for r in records)
         msg = f"annotate: {len(records)} frames ({n_given} with the user's labels kept) -> {self.out}"
         if records:
@@ -173,10 +165,3 @@ class AnnotateCommand:
             msg += f"; trajectory ({len(cams)} views) -> {self.out / video.name}"
         print(msg)
         return 0
-
-    def _given(self, loaded, indices: list[int]) -> dict:
-        """The user's labels (the sparse labels the run trained on) for the labelled frames among `indices`."""
-        if not indices:
-            return {}
-        sparse = loaded.sparse_labels()
-        return {i: sparse[i] for i in indices if i in sparse}

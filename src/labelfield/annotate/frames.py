@@ -22,6 +22,7 @@ import numpy as np
 from labelfield.cameras import Intrinsics
 from labelfield.errors import LabelfieldError
 from labelfield.labelset import FrameRecord, write_frame, write_manifest
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import ClassTable, Scene
 
 RenderFn = Callable[[Intrinsics, np.ndarray], dict[str, Any]]
@@ -101,7 +102,7 @@ def annotate_frames(
     keep_given: bool = True,
     opacity_threshold: float = 0.5,
     save_probs: bool = False,
-    progress: bool = True,
+    on_progress: ProgressFn | None = None,
     *,
     scene_path: str | Path | None = None,
     downscale: int | float = 1,
@@ -116,6 +117,7 @@ def annotate_frames(
         given: frame index -> (H, W) the user's labels (original ids, 0 = not labelled). With `keep_given`,
             those pixels are kept as given and the frame is recorded `given=True`.
         scene_path, downscale, method: written into frames.json (`scene_path` defaults to `scene.root`).
+        on_progress: receives Progress("annotate", done, total, "frames") after each frame.
 
     Returns the frame records in the order rendered. `out_dir` should be a temporary folder from
     `labelfield.io.atomic_dir`; this function writes files one by one.
@@ -126,34 +128,23 @@ def annotate_frames(
             raise LabelfieldError(f"frame index {i} out of range (scene has {len(scene)} frames)")
     given = given or {}
     records: list[FrameRecord] = []
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("annotate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        task = bar.add_task("annotate", total=len(indices))
-        bar.start()
-    try:
-        for i in indices:
-            frame = scene.frames[i]
-            out = render_fn(frame.intrinsics, frame.c2w)
-            labels, confidence = labels_from_render(out, classes, opacity_threshold)
-            is_given = keep_given and i in given
-            if is_given:
-                merge_given(labels, confidence, given[i], classes.void_id)
-            depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
-            rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
-            probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
-            write_frame(
-                out_dir, frame.name, labels, classes,
-                image=_input_image(scene, i), rgb=rgb, depth=depth, confidence=confidence, probs=probs,
-            )  # fmt: skip
-            records.append(FrameRecord.from_frame(frame, i, i in labelled, is_given))
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+    for i in indices:
+        frame = scene.frames[i]
+        out = render_fn(frame.intrinsics, frame.c2w)
+        labels, confidence = labels_from_render(out, classes, opacity_threshold)
+        is_given = keep_given and i in given
+        if is_given:
+            merge_given(labels, confidence, given[i], classes.void_id)
+        depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
+        rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
+        probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
+        write_frame(
+            out_dir, frame.name, labels, classes,
+            image=_input_image(scene, i), rgb=rgb, depth=depth, confidence=confidence, probs=probs,
+        )  # fmt: skip
+        records.append(FrameRecord.from_frame(frame, i, i in labelled, is_given))
+        if on_progress is not None:
+            on_progress(Progress("annotate", len(records), len(indices), "frames"))
     if write_manifest_file:
         write_manifest(
             out_dir,

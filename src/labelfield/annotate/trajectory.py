@@ -23,7 +23,9 @@ import numpy as np
 from labelfield.annotate.frames import labels_from_render, rgb_to_uint8
 from labelfield.cameras import Intrinsics, opengl_to_opencv
 from labelfield.errors import LabelfieldError
+from labelfield.formats.transforms import camera_intrinsics, camera_keys, has_focal
 from labelfield.io import write_image
+from labelfield.progress import Progress, ProgressFn, message
 from labelfield.scene import ClassTable
 
 Camera = tuple[Intrinsics, np.ndarray]
@@ -39,19 +41,6 @@ def _pose(m: Any, path: Path, what: str) -> np.ndarray:
     return a
 
 
-def _json_intrinsics(cam: dict[str, Any], default: Intrinsics) -> Intrinsics:
-    """transforms.json camera keys -> Intrinsics (scene camera where keys are missing)."""
-    if "fl_x" not in cam and "camera_angle_x" not in cam:
-        return default
-    w, h = int(cam.get("w", default.width)), int(cam.get("h", default.height))
-    if "fl_x" in cam:
-        fx = float(cam["fl_x"])
-        fy = float(cam.get("fl_y", fx))
-    else:
-        fx = fy = 0.5 * w / math.tan(0.5 * float(cam["camera_angle_x"]))
-    return Intrinsics.from_half_pixel(fx, fy, float(cam.get("cx", w / 2)), float(cam.get("cy", h / 2)), w, h)
-
-
 def read_camera_path(path: str | Path, default: Intrinsics) -> list[Camera]:
     """Read a camera path file (see the module header) -> [(intrinsics, OpenCV c2w (4, 4))]."""
     path = Path(path)
@@ -62,17 +51,16 @@ def read_camera_path(path: str | Path, default: Intrinsics) -> list[Camera]:
             doc = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LabelfieldError(f"not valid JSON ({e})", path) from e
-        keys = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x")
         try:
             if isinstance(doc, dict) and "frames" in doc:
-                top = {k: doc[k] for k in keys if k in doc}
-                return [
-                    (
-                        _json_intrinsics({**top, **{k: f[k] for k in keys if k in f}}, default),
-                        opengl_to_opencv(_pose(f["transform_matrix"], path, f"frames[{i}].transform_matrix")),
-                    )
-                    for i, f in enumerate(doc["frames"])
-                ]
+                size = (default.width, default.height)
+                cams = []
+                for i, f in enumerate(doc["frames"]):
+                    cam = camera_keys(doc, f)  # the scene's camera where the file names none
+                    intr = camera_intrinsics(cam, size, path) if has_focal(cam) else default
+                    c2w_gl = _pose(f["transform_matrix"], path, f"frames[{i}].transform_matrix")
+                    cams.append((intr, opengl_to_opencv(c2w_gl)))
+                return cams
             if isinstance(doc, dict) and "camera_path" in doc:
                 w = int(doc.get("render_width", default.width))
                 h = int(doc.get("render_height", default.height))
@@ -115,28 +103,28 @@ def render_trajectory(
     out: str | Path,
     fps: float = 24.0,
     opacity_threshold: float = 0.5,
-    progress: bool = True,
     video: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> Path:
     """Render `cameras` and write `out` (.mp4), or PNG frames in the folder `out` without its suffix.
 
     Returns the path written (the .mp4 file, or the folder of PNGs). Frames stream to disk one at a time.
+    `on_progress` receives Progress("trajectory", done, total, "views"), and a warning when PNGs replace the
+    video (no imageio-ffmpeg).
     """
     out = Path(out)
     if not cameras:
         raise LabelfieldError("camera path has no cameras")
     writer = _video_writer(out, fps) if video else None
     target = out if writer is not None else out.with_suffix("")
-    if writer is None:
-        print(f"annotate: imageio-ffmpeg not installed (pip install 'labelfield[video]'): writing PNG frames to "
-              f"{target}/ instead of a video")  # fmt: skip
-    items: Any = enumerate(cameras)
-    if progress:
-        from rich.progress import track
-
-        items = track(list(items), description="trajectory")
+    if writer is None and video:
+        message(
+            on_progress,
+            f"imageio-ffmpeg not installed (pip install 'labelfield[video]'): writing PNG frames to {target}/",
+            "warning",
+        )
     try:
-        for k, (intr, c2w) in items:
+        for k, (intr, c2w) in enumerate(cameras):
             r = render_fn(intr, c2w)
             labels, _ = labels_from_render(r, classes, opacity_threshold)
             frame = side_by_side(rgb_to_uint8(r["rgb"]), classes.colorize(labels))
@@ -144,6 +132,8 @@ def render_trajectory(
                 writer.append_data(frame)
             else:
                 write_image(target / f"{k:05d}.png", frame)
+            if on_progress is not None:
+                on_progress(Progress("trajectory", k + 1, len(cameras), "views"))
     finally:
         if writer is not None:
             writer.close()

@@ -13,6 +13,7 @@ from typing import Literal
 import tyro
 
 from labelfield.errors import LabelfieldError
+from labelfield.io import paths_overlap
 
 
 @dataclass
@@ -42,41 +43,46 @@ class BaselineCommand:
 
     def run(self) -> int:
         from rich.console import Console
-        from rich.progress import Progress
 
         from labelfield.baselines.nearest import nearest_labels
         from labelfield.baselines.reproject import reproject_labels
+        from labelfield.console import RichProgress
         from labelfield.formats import load_scene
         from labelfield.io import atomic_dir
         from labelfield.labels import make_sparse_labels
         from labelfield.labelset import FrameRecord, write_frame, write_manifest
+        from labelfield.progress import Progress
 
         if self.downscale < 1 or self.sources < 1:
             raise LabelfieldError("--downscale and --sources must be >= 1")
-        scene_dir, out = Path(self.scene).resolve(), Path(self.out).resolve()
-        if out == scene_dir or scene_dir in out.parents:
-            raise LabelfieldError("output folder is inside the input scene", self.out)
+        if paths_overlap(self.out, self.scene):
+            raise LabelfieldError("output folder is inside the input scene (or contains it)", self.out)
         scene = load_scene(self.scene, self.format, downscale=self.downscale)
         sparse = make_sparse_labels(scene, self.labelled, self.label_density, self.label_noise, self.seed)
         n = len(scene.frames)
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"{self.method}", total=2 * n)
-            step = lambda i: bar.advance(task)
+        show = RichProgress()
+        try:
             if self.method == "nearest":
                 dense = nearest_labels(sparse, n)
-                bar.advance(task, n)
             else:
-                dense = reproject_labels(scene, sparse, self.sources, progress=step)
+                dense = reproject_labels(scene, sparse, self.sources, on_progress=show)
             with atomic_dir(self.out) as tmp:
                 records = []
                 for i, f in enumerate(scene.frames):
                     rgb = f.load_rgb() if f.rgb_path is not None or "rgb" in f.arrays else None
                     write_frame(tmp, f.name, dense[i], scene.classes, image=rgb)
                     records.append(FrameRecord.from_frame(f, i, labelled=i in sparse, given=i in sparse))
-                    step(i)
+                    show(Progress("write", i + 1, n, "frames"))
                 write_manifest(
-                    tmp, scene_path=scene_dir, format=scene.format, downscale=self.downscale, method=self.method,
-                    classes=scene.classes, frames=records,
-                )  # fmt: skip
+                    tmp,
+                    scene_path=Path(self.scene).resolve(),
+                    format=scene.format,
+                    downscale=self.downscale,
+                    method=self.method,
+                    classes=scene.classes,
+                    frames=records,
+                )
+        finally:
+            show.close()
         Console().print(f"{self.method}: {len(sparse)} labelled of {n} frames -> {self.out}")
         return 0

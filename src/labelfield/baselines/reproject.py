@@ -14,13 +14,12 @@ void.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from labelfield.cameras import Intrinsics, project, unproject_depth
 from labelfield.errors import LabelfieldError
 from labelfield.labels import SparseLabels
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import Scene
 
 
@@ -130,7 +129,7 @@ def reproject_labels(
     n_sources: int = 4,
     rel_tol: float = 0.05,
     fill_cracks: bool = True,
-    progress: Callable[[int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> dict[int, np.ndarray]:
     """{frame index: (H, W) original ids} for every frame; labelled frames keep their sparse labels.
 
@@ -169,6 +168,6 @@ def reproject_labels(
                         ),
                     )
             out[t] = acc
-        if progress is not None:
-            progress(t)
+        if on_progress is not None:
+            on_progress(Progress("reproject", t + 1, len(scene.frames), "frames"))
     return out

@@ -314,38 +314,28 @@ def _quiet_console():
 
 def _annotate_stage(spec: SceneSpec, scene_dir: Path) -> None:
     """Render every selected frame into scene_dir/labels, as `labelfield annotate RUN --out LABELS` does."""
-    from labelfield.annotate.command import _pick_device, parse_frames
-    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.command import parse_frames
+    from labelfield.annotate.fitted import annotate_run
+    from labelfield.devices import resolve_device
     from labelfield.io import atomic_dir
-    from labelfield.render.chunked import render_image
     from labelfield.run import load_run
 
     labels_dir = scene_dir / "labels"
     if (labels_dir / "frames.json").is_file():
         return
     opts = {**ANNOTATE_DEFAULTS, **spec.annotate}
-    device = _pick_device(spec.fit.get("device", "auto"))
-    loaded = load_run(scene_dir / "run", device=device)
-    labelled = set(loaded.labelled)
-    indices = parse_frames(str(opts["frames"]), loaded.scene.names, labelled)
-    given: dict = {}
-    if opts["keep_given"]:
-        keep = [i for i in indices if i in labelled]
-        if keep:
-            sparse = loaded.sparse_labels()  # exactly what the run trained on
-            given = {i: sparse[i] for i in keep if i in sparse}
-    chunk = int(opts["chunk"])
-
-    def render_fn(intr, c2w):
-        return render_image(loaded.model, intr, c2w, chunk=chunk, device=device)
-
+    loaded = load_run(scene_dir / "run", device=resolve_device(spec.fit.get("device", "auto")))
+    indices = parse_frames(str(opts["frames"]), loaded.scene.names, set(loaded.labelled))
     with atomic_dir(labels_dir) as tmp:
-        annotate_frames(
-            render_fn, loaded.scene, loaded.classes, tmp, indices, labelled, given, keep_given=bool(opts["keep_given"]),
-            opacity_threshold=float(opts["opacity_threshold"]), save_probs=bool(opts["save_probs"]), progress=False,
-            scene_path=loaded.info.get("scene"), downscale=loaded.info.get("downscale", 1),
-            method=f"labelfield:{loaded.spec.name}",
-        )  # fmt: skip
+        annotate_run(
+            loaded,
+            tmp,
+            indices,
+            keep_given=bool(opts["keep_given"]),  # the given labels: exactly what the run trained on
+            opacity_threshold=float(opts["opacity_threshold"]),
+            save_probs=bool(opts["save_probs"]),
+            chunk=int(opts["chunk"]),
+        )
 
 
 def _eval_stage(spec: SceneSpec, scene_dir: Path, res: SceneResult) -> None:

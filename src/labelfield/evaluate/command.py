@@ -31,9 +31,9 @@ class EvalCommand:
 
     def run(self) -> int:
         from rich.console import Console
-        from rich.progress import Progress
         from rich.table import Table
 
+        from labelfield.console import RichProgress
         from labelfield.evaluate.core import evaluate
         from labelfield.evaluate.report import write_report
         from labelfield.formats import load_scene
@@ -48,9 +48,8 @@ class EvalCommand:
         except (TypeError, ValueError):
             downscale = 1
         scene = load_scene(self.gt, self.format, downscale=downscale)
-        with Progress(transient=True) as bar:
-            task = bar.add_task("evaluating", total=len(ls.names))
-            result = evaluate(ls, scene, k=self.k, progress=lambda i: bar.update(task, completed=i + 1))
+        with RichProgress() as show:
+            result = evaluate(ls, scene, k=self.k, on_progress=show)
         console = Console()
         table = Table(title=f"labelfield eval: {ls.method or '?'} ({result.n_unlabelled} of {result.n_frames} "
                       "frames unlabelled)")  # fmt: skip

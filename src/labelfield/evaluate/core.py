@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelfield.errors import LabelfieldError
-from labelfield.evaluate.consistency import ViewLabels, pair_agreement
+from labelfield.evaluate.consistency import ViewLabels, frame_agreement
 from labelfield.evaluate.metrics import ConfusionMatrix, psnr
 from labelfield.labelset import LabelSet
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import ClassTable, Frame, Scene
 
 _PSNR_CAP = 100.0  # identical images give inf; JSON has no inf
@@ -54,11 +55,17 @@ def _sample_names(names: list[str], unlabelled: list[str], n: int = 4) -> set[st
     return {pool[i] for i in pick}
 
 
-def evaluate(labelset: LabelSet, scene: Scene, k: int = 1, rel_tol: float = 0.05, n_samples: int = 4,
-             progress=None) -> EvalResult:  # fmt: skip
+def evaluate(
+    labelset: LabelSet,
+    scene: Scene,
+    k: int = 1,
+    rel_tol: float = 0.05,
+    n_samples: int = 4,
+    on_progress: ProgressFn | None = None,
+) -> EvalResult:
     """Metrics, consistency and PSNR of `labelset` against `scene`'s full labels.
 
-    `progress`: optional callable(i) called after each frame (for a progress bar).
+    `on_progress` receives Progress("evaluate", done, total, "frames") after each frame.
     """
     gt_frames = match_frames(labelset, scene)
     classes = scene.classes
@@ -104,17 +111,14 @@ def evaluate(labelset: LabelSet, scene: Scene, k: int = 1, rel_tol: float = 0.05
         if rgb is not None:
             psnrs.append(min(psnr(rgb, f.load_rgb()), _PSNR_CAP))
         if kk:
-            j = i + kk if i + kk < n else i - kk
-            a, b = view(i), view(j)
-            if a is not None and b is not None:
-                agree, total = pair_agreement(a, b, rel_tol)
-                for key in ("all", "unlabelled") if name in unl else ("all",):
-                    cons[key][0] += agree
-                    cons[key][1] += total
+            agree, total = frame_agreement(view, i, n, kk, rel_tol)
+            for key in ("all", "unlabelled") if name in unl else ("all",):
+                cons[key][0] += agree
+                cons[key][1] += total
             for old in [c for c in cache if c < i - kk]:  # keep only the window pairs still need
                 del cache[old]
-        if progress is not None:
-            progress(i)
+        if on_progress is not None:
+            on_progress(Progress("evaluate", i + 1, n, "frames"))
 
     def block(cm: ConfusionMatrix, key: str) -> dict:
         d = cm.compute()

@@ -15,14 +15,9 @@ import tyro
 
 from labelfield.errors import LabelfieldError
 from labelfield.export import FORMATS
+from labelfield.io import paths_overlap
 
 _SUFFIX = {"cvat": ".zip", "labelstudio": ".json", "coco": ".json", "ply": ".ply"}
-
-
-def _inside(a: Path, b: Path) -> bool:
-    """True when `a` is `b` or lies inside it (or contains it)."""
-    a, b = a.resolve(), b.resolve()
-    return a == b or b in a.parents or a in b.parents
 
 
 def _image_names(scene) -> dict[str, str]:
@@ -59,9 +54,9 @@ class ExportCommand:
 
     def _check_out(self, labels_root: Path, scene_root: Path | None) -> None:
         out = self.out
-        if _inside(out, labels_root):
+        if paths_overlap(out, labels_root):
             raise LabelfieldError("output must not be inside (or contain) the LABELS folder", out)
-        if scene_root is not None and Path(scene_root).exists() and _inside(out, Path(scene_root)):
+        if scene_root is not None and Path(scene_root).exists() and paths_overlap(out, scene_root):
             raise LabelfieldError(f"output must not be inside (or contain) the input scene {scene_root}", out)
         if self.format in _SUFFIX:
             if out.suffix.lower() != _SUFFIX[self.format]:
@@ -114,8 +109,10 @@ class ExportCommand:
 
             export_dataset(ls, self.out, fmt, self._scene(ls, required=True))
         else:
+            from labelfield.console import RichProgress
             from labelfield.export.ply import export_ply
 
-            export_ply(ls, self.out, self.voxel_size, progress=True)
+            with RichProgress() as show:
+                export_ply(ls, self.out, self.voxel_size, on_progress=show)
         print(f"export: {len(ls.names)} frames -> {self.out} ({fmt})")
         return 0

@@ -22,6 +22,7 @@ from labelfield.cameras import unproject_depth
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_path
 from labelfield.labelset import LabelSet
+from labelfield.progress import Progress, ProgressFn
 
 _OFFSET = 1 << 20  # voxel coordinates are stored in 21 bits each -> one int64 key per voxel
 
@@ -91,19 +92,16 @@ class _VoxelAccumulator:
 
 
 def fuse_points(
-    labelset: LabelSet, voxel_size: float | None = None, progress: bool = False
+    labelset: LabelSet, voxel_size: float | None = None, on_progress: ProgressFn | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Fuse all frames' rendered depth into voxels -> (xyz (V, 3) float32, rgb (V, 3) uint8, label (V,), voxel)."""
     names = [n for n in labelset.names if (labelset.root / "depth" / f"{n}.png").is_file()]
     if not names:
         raise LabelfieldError("no rendered depth (depth/) to fuse a point cloud from", labelset.root)
     acc: _VoxelAccumulator | None = None
-    items = names
-    if progress:
-        from rich.progress import track
-
-        items = track(names, description="fusing", transient=True)
-    for name in items:
+    for k, name in enumerate(names):
+        if on_progress is not None:
+            on_progress(Progress("fuse", k + 1, len(names), "frames"))  # frame k + 1 of n under way
         rec = labelset.record(name)
         intr, c2w = rec.intr(), rec.pose()
         depth = labelset.load_depth(name)
@@ -147,7 +145,9 @@ def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, label: np.ndar
     return path
 
 
-def export_ply(labelset: LabelSet, out: str | Path, voxel_size: float | None = None, progress: bool = False) -> Path:
+def export_ply(
+    labelset: LabelSet, out: str | Path, voxel_size: float | None = None, on_progress: ProgressFn | None = None
+) -> Path:
     """Fuse and write the labelled point cloud `out`. Returns its path."""
-    xyz, rgb, cls, _ = fuse_points(labelset, voxel_size, progress)
+    xyz, rgb, cls, _ = fuse_points(labelset, voxel_size, on_progress)
     return write_ply(out, xyz, rgb, cls)

@@ -5,7 +5,7 @@ second; if the compiler rejects those flags, again without OpenMP and -march=nat
 folder: $LABELFIELD_CACHE, else $XDG_CACHE_HOME/labelfield/kernels, else ~/.cache/labelfield/kernels (a temporary
 folder when none is writable). The file name holds a hash of the source, the compiler (path and
 `--version`), the flags and the CPU's model/flags (so a home folder shared by different machines never loads
-code built for another CPU with -march=native). Builds take a file lock and write to a temporary name, then
+code built for another CPU with -march=native). Builds take a file lock (`filelock`) and write to a temporary name, then
 rename atomically, so concurrent processes never see a half-written library.
 
 OpenMP: the library links libgomp.so.1; with torch's wheel imported first, the loader reuses torch's bundled
@@ -26,9 +26,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 COMPILER: str = os.environ.get("CXX", "g++")
 # -ffp-contract=off: no fused multiply-adds, so the kernel rounds exactly like the PyTorch reference (an FMA in
@@ -68,22 +68,6 @@ def _cpu_id() -> str:
     except OSError:
         ident.append(platform.processor())
     return "\n".join(ident)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock on `path` (POSIX flock); a no-op where fcntl does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
-        yield
-        return
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _writable_cache() -> Path:
@@ -147,7 +131,7 @@ def build_library(name: str) -> Path:
         if failed.exists():
             first_error = first_error or KernelBuildError(failed.read_text(errors="replace").strip())
             continue
-        with _file_lock(out.with_suffix(".lock")):
+        with FileLock(out.with_suffix(".lock")):  # one build per library, across processes
             if out.exists():  # another process built it while we waited
                 return out
             try:

@@ -16,7 +16,8 @@ import importlib
 from pathlib import Path
 
 from labelfield.errors import LabelfieldError
-from labelfield.io import atomic_dir
+from labelfield.io import atomic_dir, paths_overlap
+from labelfield.progress import ProgressFn
 from labelfield.scene import Scene
 
 FORMATS = ("replica", "transforms", "scannet", "colmap")
@@ -75,12 +76,9 @@ def load_scene(path: str | Path, format: str | None = None, downscale: int = 1) 
     return scene
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
-def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress: bool = False) -> Path:
+def write_scene(
+    scene: Scene, out: str | Path, format: str = "replica", on_progress: ProgressFn | None = None
+) -> Path:
     """Write `scene` to the folder `out` in `format` ("replica" or "transforms"), atomically; returns `out`.
 
     Works for frames held in memory (`Frame.arrays`) and for frames on disk. An existing `out` is replaced only
@@ -91,11 +89,11 @@ def write_scene(scene: Scene, out: str | Path, format: str = "replica", progress
         raise LabelfieldError(f"cannot write format {format!r}; expected one of {', '.join(WRITABLE)}")
     if not scene.frames:
         raise LabelfieldError("scene has no frames to write", scene.root)
-    if scene.root is not None and _overlaps(out, Path(scene.root)):
+    if scene.root is not None and paths_overlap(out, scene.root):
         raise LabelfieldError(f"refusing to write into the scene's own folder {scene.root}", out)
     if out.exists() and not out.is_dir():
         raise LabelfieldError("output exists and is not a folder", out)
     module = importlib.import_module(f"labelfield.formats.{format}")
     with atomic_dir(out) as tmp:
-        getattr(module, f"write_{format}")(scene, tmp, progress=progress)
+        getattr(module, f"write_{format}")(scene, tmp, on_progress=on_progress)
     return out

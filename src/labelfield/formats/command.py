@@ -90,8 +90,11 @@ class ConvertCommand:
     def run(self) -> int:
         from rich.console import Console
 
+        from labelfield.console import RichProgress
+
         scene = load_scene(self.scene, self.format, self.downscale)
-        out = write_scene(scene, self.out, self.to, progress=True)
+        with RichProgress() as show:
+            out = write_scene(scene, self.out, self.to, on_progress=show)
         i = scene.frames[0].intrinsics
         Console().print(
             f"wrote {len(scene)} frames ({i.width}x{i.height}, {len(scene.labelled_indices())} labelled) "

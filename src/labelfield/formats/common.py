@@ -17,8 +17,7 @@ from PIL import Image
 
 from labelfield.cameras import Intrinsics, is_valid_pose
 from labelfield.errors import LabelfieldError
-from labelfield.io import read_image
-from labelfield.scene import ClassTable, Frame, _resize, _to_rgb8
+from labelfield.scene import ClassTable, Frame, _resize, read_frame_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
@@ -106,11 +105,7 @@ class FileLoader:
         }.get(kind)
         if path is None:
             return None
-        img = read_image(path)
-        if kind == "rgb":
-            img = _to_rgb8(img, frame.background, path)
-        elif img.ndim == 3:
-            img = img[..., 0]
+        img = read_frame_image(path, kind, frame.background)
         h0, w0 = img.shape[:2]
         if (w0, h0) != tuple(self.source_size) and not (self.resize_aux and kind != "rgb"):
             W, H = self.source_size
@@ -135,9 +130,7 @@ def table_from_label_files(paths: list[Path], lut: np.ndarray | None = None) -> 
     """Class table with generic names for every id found in the given label images (no table on disk)."""
     ids: set[int] = set()
     for p in paths:
-        img = read_image(p)
-        if img.ndim == 3:
-            img = img[..., 0]
+        img = read_frame_image(p, "labels")
         if lut is not None:
             img = apply_lut(img, lut)
         ids.update(int(i) for i in np.unique(img))
@@ -155,12 +148,6 @@ def label_dtype(max_id: int) -> type:
     if max_id > 65535:
         raise LabelfieldError(f"label id {max_id} does not fit a 16-bit PNG")
     return np.uint8 if max_id <= 255 else np.uint16
-
-
-def depth_to_mm(depth: np.ndarray) -> np.ndarray:
-    """Depth in metres (H, W) -> uint16 millimetres (0 = unknown; clipped at 65.535 m)."""
-    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(np.round(d * 1000.0), 0, 65535).astype(np.uint16)
 
 
 def safe_names(frames: list[Frame]) -> list[str]:

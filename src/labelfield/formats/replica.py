@@ -23,14 +23,14 @@ from labelfield.errors import LabelfieldError
 from labelfield.formats.common import (
     FileLoader,
     check_pose,
-    depth_to_mm,
     image_size,
     indexed_files,
     label_dtype,
     scaled_intrinsics,
     table_from_label_files,
 )
-from labelfield.io import read_json, write_image, write_json
+from labelfield.io import depth_to_mm, read_json, write_image, write_json
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import ClassTable, Frame, Scene, default_color
 
 
@@ -136,17 +136,14 @@ def _common_intrinsics(scene: Scene) -> Intrinsics:
     return intr
 
 
-def write_replica(scene: Scene, out: Path, progress: bool = False) -> None:
+def write_replica(scene: Scene, out: Path, on_progress: ProgressFn | None = None) -> None:
     """Write `scene` into the (empty, temporary) folder `out` in the Replica layout."""
     intr = _common_intrinsics(scene)
     lab_dtype = label_dtype(scene.classes.max_id)
     lines = []
-    frames = list(enumerate(scene.frames))
-    if progress:
-        from rich.progress import track
-
-        frames = track(frames, description="writing", transient=True)
-    for i, f in frames:
+    for i, f in enumerate(scene.frames):
+        if on_progress is not None:
+            on_progress(Progress("write", i + 1, len(scene.frames), "frames"))  # frame i + 1 of n under way
         write_image(out / "rgb" / f"rgb_{i}.png", f.load_rgb())
         d = f.load_depth()
         if d is not None:

@@ -22,14 +22,14 @@ from labelfield.errors import LabelfieldError
 from labelfield.formats.common import (
     FileLoader,
     check_pose,
-    depth_to_mm,
     image_size,
     label_dtype,
     safe_names,
     scaled_intrinsics,
     table_from_label_files,
 )
-from labelfield.io import read_json, write_image, write_json
+from labelfield.io import MM_PER_METRE, depth_to_mm, read_json, write_image, write_json
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import ClassTable, Frame, Scene
 
 _CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y", "camera_model")
@@ -61,13 +61,28 @@ def _resolve(base: Path, rel: str, json_path: Path, what: str) -> Path:
     return p
 
 
-def _intrinsics(cam: dict[str, Any], size: tuple[int, int] | None, where: Path, first_image: Path) -> Intrinsics:
-    """Intrinsics from the merged top-level/per-frame camera keys (sizes from the image when absent)."""
+def camera_keys(top: dict[str, Any], frame: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The camera keys of a transforms.json document, a frame's own keys overriding the top level's."""
+    keys = (*_CAMERA_KEYS, *_DIST_KEYS)
+    return {k: v for d in (top, frame or {}) if isinstance(d, dict) for k, v in d.items() if k in keys}
+
+
+def has_focal(cam: dict[str, Any]) -> bool:
+    """Whether camera keys define a focal length (fl_x or camera_angle_x)."""
+    return "fl_x" in cam or "camera_angle_x" in cam
+
+
+def camera_intrinsics(cam: dict[str, Any], size: tuple[int, int], where: Path) -> Intrinsics:
+    """Intrinsics from transforms.json camera keys (`camera_keys`); `size` (W, H) where w/h are absent.
+
+    fl_x/fl_y or camera_angle_x/_y, cx/cy with pixel centres at +0.5 (default: the image centre), OpenCV
+    distortion k1, k2, p1, p2, k3. Raises LabelfieldError naming `where` for bad or missing values.
+    """
     try:
         if "w" in cam and "h" in cam:
             w, h = int(cam["w"]), int(cam["h"])
         else:
-            w, h = size if size is not None else image_size(first_image)
+            w, h = size
         if "fl_x" in cam:
             fx = float(cam["fl_x"])
             fy = float(cam.get("fl_y", fx))
@@ -119,8 +134,8 @@ def read_transforms(root: Path, downscale: int = 1) -> Scene:
     for k, f in enumerate(raw):
         if not isinstance(f, dict) or not f.get("file_path"):
             raise LabelfieldError(f"frames[{k}] has no file_path", path)
-    top = {k: d[k] for k in (*_CAMERA_KEYS, *_DIST_KEYS) if k in d}
-    unit = d.get("depth_unit_scale_factor", 0.001)  # metres per stored depth unit
+    top = camera_keys(d)
+    unit = d.get("depth_unit_scale_factor", 1.0 / MM_PER_METRE)  # metres per stored depth unit
     if not isinstance(unit, (int, float)) or unit <= 0:
         raise LabelfieldError(f"depth_unit_scale_factor must be a positive number, got {unit!r}", path)
     rels = [str(f["file_path"]) for f in raw]
@@ -129,10 +144,10 @@ def read_transforms(root: Path, downscale: int = 1) -> Scene:
     intr_cache: dict[tuple, tuple[Intrinsics, Intrinsics]] = {}
     specs = []
     for k, (f, rgb) in enumerate(zip(raw, rgb_paths)):
-        cam = {**top, **{key: f[key] for key in (*_CAMERA_KEYS, *_DIST_KEYS) if key in f}}
+        cam = camera_keys(top, f)
         cam_key = tuple(sorted((a, str(b)) for a, b in cam.items()))
         if cam_key not in intr_cache:
-            src = _intrinsics(cam, default_size, path, rgb)
+            src = camera_intrinsics(cam, default_size or image_size(rgb), path)
             intr_cache[cam_key] = (src, scaled_intrinsics(src, downscale))
         c2w_gl = check_pose(f.get("transform_matrix"), path, f"frames[{k}].transform_matrix")
         extra = {attr: _resolve(base, f[key], path, what) if f.get(key) else None for attr, key, what in _FILE_KEYS}
@@ -164,19 +179,16 @@ def _camera_dict(intr: Intrinsics) -> dict[str, Any]:
     return d
 
 
-def write_transforms(scene: Scene, out: Path, progress: bool = False) -> None:
+def write_transforms(scene: Scene, out: Path, on_progress: ProgressFn | None = None) -> None:
     """Write `scene` into the (empty, temporary) folder `out` as transforms.json + images/ depth/ semantics/."""
     shared = all(f.intrinsics == scene.frames[0].intrinsics for f in scene.frames)
     lab_dtype = label_dtype(scene.classes.max_id)
     doc: dict[str, Any] = _camera_dict(scene.frames[0].intrinsics) if shared else {}
     any_depth = False
     frames_json = []
-    items = list(zip(safe_names(scene.frames), scene.frames))
-    if progress:
-        from rich.progress import track
-
-        items = track(items, description="writing", transient=True)
-    for name, f in items:
+    for k, (name, f) in enumerate(zip(safe_names(scene.frames), scene.frames)):
+        if on_progress is not None:
+            on_progress(Progress("write", k + 1, len(scene.frames), "frames"))  # frame k + 1 of n under way
         entry: dict[str, Any] = {} if shared else _camera_dict(f.intrinsics)
         entry["file_path"] = f"images/{name}.png"
         write_image(out / entry["file_path"], f.load_rgb())
@@ -197,7 +209,7 @@ def write_transforms(scene: Scene, out: Path, progress: bool = False) -> None:
             write_image(out / entry["instance_path"], ins.astype(label_dtype(int(ins.max()))))
         frames_json.append(entry)
     if any_depth:
-        doc["depth_unit_scale_factor"] = 0.001
+        doc["depth_unit_scale_factor"] = 1.0 / MM_PER_METRE
     doc["semantics"] = scene.classes.to_json()
     doc["frames"] = frames_json
     write_json(out / "transforms.json", doc)

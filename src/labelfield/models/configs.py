@@ -46,8 +46,8 @@ class NGPConfig:
     density_layers: int = 1
     """Hidden layers of the density MLP (encoding -> sigma + geometry features)."""
     color_layers: int = 1
-    """Hidden layers of the colour MLP (geometry features + direction encoding -> rgb). Instant-NGP uses 2; 1
-    cut a CPU training step by ~15 % here (labels do not need fine view-dependent colour)."""
+    """Hidden layers of the colour MLP (geometry features + direction encoding -> rgb). Instant-NGP uses 2; one
+    is cheaper and enough for labels, which do not need fine view-dependent colour."""
     geo_feat_dim: int = 15
     """Geometry features passed from the density MLP to the colour and semantic heads."""
     sh_degree: int = 4
@@ -62,13 +62,12 @@ class NGPConfig:
     occupancy_threshold: float = 0.01
     """A cell is occupied when one marching step through it would be this opaque: sigma > -ln(1 - thr) / step."""
     occupancy_update_interval: int = 8
-    """Refresh the occupancy grid every N training steps (8: a full 64^3 refresh costs ~8 ms per step)."""
+    """Refresh the occupancy grid every N training steps (a full refresh evaluates res^3 points)."""
     occupancy_warmup_steps: int = 256
     """During the first N steps every cell is refreshed; later a random half."""
     occupancy_decay: float = 0.7
-    """Decay of the per-cell density estimate per refresh. Instant-NGP's 0.95 suits 30k-step runs; in our
-    few-hundred-step CPU budgets it left empty space occupied for the whole run (demo room: ~50 samples/ray,
-    2.0 steps/s); 0.7 empties it within ~100 steps (with samples_per_diagonal 256: 5.5 steps/s)."""
+    """Decay of the per-cell density estimate per refresh. Instant-NGP's 0.95 suits runs of tens of thousands
+    of steps; short CPU runs need empty space cleared sooner, and 0.7 clears it within about 100 steps."""
     step_size: Optional[float] = None
     """Marching step in metres; None = the scene box diagonal / samples_per_diagonal."""
     samples_per_diagonal: int = 256
@@ -85,11 +84,10 @@ class NGPConfig:
     """Colour of the remaining transmittance (1 - opacity), unless render_rays is given a background."""
     random_background: Optional[bool] = False
     """Training only, when render_rays gets no background: a random colour per ray for the remaining
-    transmittance; None = random exactly when the scene has no background class. Off by default: on the toy
-    room (cameras on a circle, looking inward) it drove the field into a degenerate "bubble" per camera
-    (opaque fog right in front of each camera, painted with its view: train PSNR 27, held-out 14, held-out
-    label accuracy 0.3 vs 0.94 with the constant colour). For RGBA data the trainer can pass its own random
-    colours to render_rays and composite the target over them."""
+    transmittance; None = random exactly when the scene has no background class. Off by default: with
+    inward-looking cameras it can drive the field into opaque fog in front of each camera that paints that
+    camera's view. For RGBA data the trainer can pass its own random colours to render_rays and composite
+    the target over them."""
     lr_scale: float = 1.0
     """This model's learning rate is --lr x lr_scale."""
     adam_eps: float = 1e-15

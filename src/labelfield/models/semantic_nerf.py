@@ -1,4 +1,4 @@
-"""Semantic-NeRF (Zhi et al., ICCV 2021), clean-room from the paper, as the baseline of issue 5 ("semantic-nerf").
+"""Semantic-NeRF (Zhi et al., ICCV 2021), written from the paper, as the learned baseline ("semantic-nerf").
 
 Architecture: positions normalised to [-1, 1]^3 over the scene box, frequency-encoded (10 frequencies, input
 included: 63 values), directions 4 frequencies (27 values); a depth x width (8 x 256) ReLU trunk with the encoded

@@ -51,8 +51,8 @@ class SynthCommand:
 
     def run(self) -> int:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from labelfield.console import RichProgress
         from labelfield.formats import write_scene
         from labelfield.synth.render import render_room
         from labelfield.synth.room import make_room
@@ -63,12 +63,8 @@ class SynthCommand:
         poses = room_trajectory(self.frames, room.free_zone, self.seed)
         intr = Intrinsics.from_fov_x(np.deg2rad(self.fov), self.width, self.height)
         t0 = time.perf_counter()
-        columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("render", total=self.frames)
-            scene = render_room(
-                room, poses, intr, self.spp, self.seed, self.variant, on_frame=lambda i: bar.advance(task)
-            )
+        with RichProgress() as show:
+            scene = render_room(room, poses, intr, self.spp, self.seed, self.variant, on_progress=show)
         seconds = time.perf_counter() - t0
         write_scene(scene, self.out, self.format)
         present = np.unique(np.concatenate([np.unique(f.arrays["labels"]) for f in scene.frames]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from labelfield.cameras import Intrinsics, opencv_to_mitsuba
 from labelfield.errors import LabelfieldError
+from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import Frame, Scene
 from labelfield.synth.room import Room
 
@@ -238,11 +238,12 @@ def render_room(
     spp: int = 32,
     seed: int = 0,
     variant: str = "auto",
-    on_frame: Callable[[int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> Scene:
     """Render every pose (N, 4, 4) OpenCV c2w into an in-memory `Scene` (frames `frame_000`, ...).
 
     The RGB noise of frame i is seeded with `(seed * 100003 + i) mod 2^32`, so the output is deterministic.
+    `on_progress` receives Progress("render", done, total, "frames") after each frame.
     """
     if spp < 1:
         raise LabelfieldError(f"--spp must be at least 1, got {spp}")
@@ -255,6 +256,6 @@ def render_room(
         depth, labels, inst = render_ground_truth(mi, mscene, shape_classes, shape_instances, intr, c2w)
         arrays = {"rgb": rgb, "depth": depth, "labels": labels, "instance": inst}
         frames.append(Frame(name=f"frame_{i:03d}", intrinsics=intr, c2w=np.asarray(c2w, np.float64), arrays=arrays))
-        if on_frame is not None:
-            on_frame(i)
+        if on_progress is not None:
+            on_progress(Progress("render", i + 1, len(poses), "frames"))
     return Scene(frames, room.classes, None, "memory")

@@ -64,13 +64,13 @@ class FitConfig:
     lr_warmup_steps: int = 100
     """Linear warm-up steps from lr/100 to lr."""
     lr_schedule: Literal["exponential", "cosine", "constant"] = "cosine"
-    """Decay after warm-up, down to lr * lr_final_ratio at the last step (cosine: it beat exponential on short runs)."""
+    """Decay after warm-up, down to lr * lr_final_ratio at the last step (cosine stays near the peak longer)."""
     lr_final_ratio: float = 0.03
     """Learning rate at the end, as a fraction of --lr."""
     adam_eps: Optional[float] = None
     """Adam epsilon of every parameter group; None = the model's own (--model.adam-eps)."""
     semantic_weight: float = 0.1
-    """lambda in L = MSE(rgb) + lambda * CE(labels), void ignored (0.04 and 0.1 tied in short runs; see trainer)."""
+    """lambda in L = MSE(rgb) + lambda * CE(labels), void ignored."""
     depth_loss: bool = False
     """Add an L1 loss on z-depth where the scene has depth (> 0)."""
     depth_weight: float = 0.05

@@ -25,6 +25,7 @@ import torch
 
 from labelfield.cameras import rays_from_pixels
 from labelfield.errors import LabelfieldError
+from labelfield.io import MM_PER_METRE, depth_to_mm
 from labelfield.scene import Scene
 
 
@@ -110,8 +111,7 @@ class RayDataset:
             if self.depth_mm is not None:
                 d = frame.load_depth()
                 if d is not None:
-                    mm = np.clip(np.round(np.nan_to_num(d, nan=0.0) * 1000.0), 0, 65535).astype(np.uint16)
-                    self.depth_mm[a:b] = torch.from_numpy(mm.reshape(-1))
+                    self.depth_mm[a:b] = torch.from_numpy(depth_to_mm(d).reshape(-1))
             if i in sparse_labels:
                 lab = np.asarray(sparse_labels[i])
                 if lab.shape != (h, w):
@@ -163,5 +163,5 @@ class RayDataset:
         has = lab_off >= 0
         labels = torch.full_like(g, -1)
         labels[has] = self.labels[(lab_off + local)[has]].long()
-        depth = None if self.depth_mm is None else self.depth_mm[g].float().mul_(1e-3)
+        depth = None if self.depth_mm is None else self.depth_mm[g].float().mul_(1.0 / MM_PER_METRE)
         return RayBatch(rays_o, rays_d, z_scale, rgb, labels, depth, f)

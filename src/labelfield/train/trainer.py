@@ -6,7 +6,7 @@ to `on_progress` as `labelfield.progress.Progress` events ("load" frames, "fit" 
 `fit(config, scene, console, on_step)` is the same with rich output (the command layer's view of it).
 
 One step (`step` counts completed steps; a checkpoint at step s holds the state after s steps):
-    lr <- schedule(step)  ->  model.before_step(step)  ->  batch = dataset.sample(batch_rays, sampler)
+    lr <- LRSchedule (LambdaLR)  ->  model.before_step(step)  ->  batch = dataset.sample(batch_rays, sampler)
     ->  pred = model.render_rays(rays_o, rays_d)  ->  L = MSE + lambda CE (+ depth)  ->  Adam step.
 
 Reproducibility: the model is initialised after `torch.manual_seed(seed)`; batches come from a dedicated CPU
@@ -15,10 +15,8 @@ run resumed from step s reaches the same parameters as one that never stopped (C
 schedule depends on the step only — unless `time_budget` binds first, in which case the decay follows elapsed
 time (whichever of steps or time runs out first), and such a run is not bit-reproducible.
 
-Defaults (measured on the toy room, 60 frames 64x48, every:10, 300 steps of 1024 rays, 2 shared cores; mIoU of
-5 unlabelled frames): cosine decay 0.42 vs exponential 0.22 (exponential spends most of a short run at a small
-lr: train PSNR 23.7 vs 20.2 dB); semantic weight 0.04 gave 0.44 and 0.1 gave 0.42 with cosine, a tie at this
-length (geometry, not lambda, limits it); depth loss 0.53 (off by default, as the issue asks).
+Defaults: cosine decay (exponential spends most of a short run at a small lr), semantic weight 0.04, depth
+loss off (it needs depth maps); benchmarks/ holds the measurements behind them.
 
 Ctrl-C: the first SIGINT only sets a flag; the loop finishes the step it is in, saves a checkpoint and returns
 with `interrupted=True`. A second Ctrl-C raises KeyboardInterrupt at once (nothing saved).
@@ -41,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from labelfield.devices import resolve_device
 from labelfield.errors import LabelfieldError
 from labelfield.progress import Progress, ProgressFn, message
 from labelfield.run import ModelSpec, RunFolder, RunManifest, capture_rng, restore_rng
@@ -71,15 +70,6 @@ class FitResult:
 
 
 # --- set-up helpers --------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; "cuda" without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LabelfieldError("--device cuda was asked for, but this PyTorch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise LabelfieldError(f"unknown device {name!r} (auto, cpu or cuda)")
-    return torch.device(name)
 
 
 def usable_cores() -> int:
@@ -121,6 +111,37 @@ def lr_factor(step: int, progress: float, config: FitConfig) -> float:
     else:
         decay = 1.0
     return warm * decay
+
+
+def lr_progress(step: int, seconds: float, config: FitConfig) -> float:
+    """Fraction of the run done at `step` after `seconds` of training: steps done / steps, or elapsed /
+    time budget when that is further along (the schedule then follows whichever limit ends the run)."""
+    p = step / config.steps
+    if config.time_budget is not None:
+        p = max(p, seconds / config.time_budget)
+    return p
+
+
+class LRSchedule:
+    """`lr_factor` as a `torch.optim.lr_scheduler.LambdaLR` over each group's peak lr (`initial_lr`).
+
+    The factor also depends on the run's progress (time-budget runs), so `advance(progress)` sets the
+    progress of the next step before stepping the scheduler. Built at `step` (a resumed run's step), it sets
+    the lrs of that step at once; nothing of it needs saving (step and progress determine it).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: FitConfig, step: int, progress: float) -> None:
+        self.config = config
+        self.progress = progress
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor, last_epoch=step - 1)
+
+    def factor(self, step: int) -> float:
+        return lr_factor(step, self.progress, self.config)
+
+    def advance(self, progress: float) -> None:
+        """After an optimizer step: the lrs of the next step, at `progress`."""
+        self.progress = progress
+        self.scheduler.step()
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], config: FitConfig) -> torch.optim.Optimizer:
@@ -184,6 +205,8 @@ class TrainState:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     sampler: torch.Generator
+    schedule: LRSchedule | None = None
+    """The lr schedule (built by `initial_state` once the optimizer holds its resumed state)."""
     step: int = 0
     """Completed optimisation steps."""
     seconds: float = 0.0
@@ -286,6 +309,8 @@ def initial_state(prep: Prepared) -> TrainState:
         restore_rng(ckpt["rng"], sampler)
         state.step, state.seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
         prep.checkpoint = None  # the tensors are in the model now
+    progress = lr_progress(state.step, state.seconds, config)
+    state.schedule = LRSchedule(optimizer, config, state.step, progress)
     return state
 
 
@@ -319,13 +344,10 @@ def write_run(prep: Prepared, state: TrainState) -> None:
 
 
 def train_step(
-    state: TrainState, config: FitConfig, dataset: RayDataset, device: torch.device, step: int, lr_progress: float
+    state: TrainState, config: FitConfig, dataset: RayDataset, device: torch.device, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step at `step` (lr from the schedule at `lr_progress`). Returns (loss, mse) tensors
-    on the device (no sync)."""
-    f = lr_factor(step, lr_progress, config)
-    for g in state.optimizer.param_groups:
-        g["lr"] = g["initial_lr"] * f
+    """One optimisation step at `step` (at the lrs `state.schedule` set). Returns (loss, mse) tensors on the
+    device (no sync)."""
     state.model.before_step(step)
     batch = dataset.sample(config.batch_rays, state.sampler).to(device)
     pred = state.model.render_rays(batch.rays_o, batch.rays_d)  # near: the model's (the scene's unless set)
@@ -430,10 +452,7 @@ def train_loop(prep: Prepared, state: TrainState, on_progress: ProgressFn | None
                 break
             if cfg.time_budget is not None and elapsed() >= cfg.time_budget:
                 break
-            lr_progress = step / cfg.steps
-            if cfg.time_budget is not None:
-                lr_progress = max(lr_progress, elapsed() / cfg.time_budget)
-            loss, mse = train_step(state, cfg, prep.dataset, prep.device, step, lr_progress)
+            loss, mse = train_step(state, cfg, prep.dataset, prep.device, step)
             step += 1
             window.add(loss, mse)
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -444,6 +463,7 @@ def train_loop(prep: Prepared, state: TrainState, on_progress: ProgressFn | None
             report(advanced=True)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 ckpt = save()
+            state.schedule.advance(lr_progress(step, elapsed(), cfg))  # the lrs of the next step
     log_window()
     if ckpt is None or not ckpt.name.endswith(f"{step:07d}.pt"):
         ckpt = save()

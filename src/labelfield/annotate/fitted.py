@@ -1,0 +1,72 @@
+"""Annotate with a fitted run: the run's model as `render_fn`, the user's labels it trained on kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelfield.annotate.frames import annotate_frames
+from labelfield.labelset import FrameRecord
+from labelfield.progress import ProgressFn
+from labelfield.run import LoadedRun
+
+
+def run_render_fn(loaded: LoadedRun, chunk: int | None = None) -> Callable[[Any, np.ndarray], dict[str, Any]]:
+    """`render_fn(intrinsics, c2w)` rendering whole images with the run's model on its device."""
+    from labelfield.render.chunked import render_image
+
+    device = loaded.model.aabb.device  # the Model contract: aabb is a buffer on the model's device
+    kw = {} if chunk is None else {"chunk": chunk}
+
+    def render_fn(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
+        return render_image(loaded.model, intr, c2w, device=device, **kw)
+
+    return render_fn
+
+
+def given_labels(loaded: LoadedRun, indices: Sequence[int]) -> dict[int, np.ndarray]:
+    """The user's labels (the sparse labels the run trained on) for the labelled frames among `indices`."""
+    labelled = set(loaded.labelled)
+    wanted = [i for i in indices if i in labelled]
+    if not wanted:
+        return {}
+    sparse = loaded.sparse_labels()
+    return {i: sparse[i] for i in wanted if i in sparse}
+
+
+def annotate_run(
+    loaded: LoadedRun,
+    out_dir: str | Path,
+    indices: Sequence[int] | None = None,
+    *,
+    keep_given: bool = True,
+    opacity_threshold: float = 0.5,
+    save_probs: bool = False,
+    chunk: int | None = None,
+    scene_path: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[FrameRecord]:
+    """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
+    `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames`. `scene_path` goes into frames.json
+    (default: the scene the run was fitted on)."""
+    scene = loaded.scene
+    indices = list(range(len(scene))) if indices is None else list(indices)
+    return annotate_frames(
+        run_render_fn(loaded, chunk),
+        scene,
+        loaded.classes,
+        out_dir,
+        indices,
+        set(loaded.labelled),
+        given_labels(loaded, indices) if keep_given else {},
+        keep_given=keep_given,
+        opacity_threshold=opacity_threshold,
+        save_probs=save_probs,
+        on_progress=on_progress,
+        scene_path=scene_path if scene_path is not None else loaded.manifest.scene,
+        downscale=loaded.manifest.downscale,
+        method=f"labelfield:{loaded.spec.name}",
+    )
