@@ -77,7 +77,7 @@ def export_all(engine: Engine, formats: list[str], progress=None) -> list[str]:
     with atomic_dir(out) as tmp:
         annotate_frames(
             render_fn, scene, engine.classes, tmp, range(len(scene)), set(given), given, keep_given=True,
-            progress=False, scene_path=engine.scene_path.resolve(), downscale=engine.config.downscale,
+            scene_path=engine.scene_path.resolve(), downscale=engine.config.downscale,
             method="labelfield-serve",
         )  # fmt: skip
     outputs = [str(out)]
