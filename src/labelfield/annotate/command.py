@@ -91,7 +91,7 @@ class AnnotateCommand:
     """Also save the class probabilities as LABELS/probs/<frame>.npz (float16)."""
     opacity_threshold: float = 0.5
     """Pixels whose accumulated opacity is below this are void (or the scene's background class)."""
-    chunk: int = 16384
+    chunk: int = 65536
     """Rays per render call: memory grows with it."""
     device: str = "auto"
     """auto, cpu or cuda."""
@@ -103,6 +103,12 @@ class AnnotateCommand:
     """Frame rate of the trajectory video."""
     progress: bool = True
     """Show progress bars."""
+    rgb: bool = True
+    """Write LABELS/rgb/ (rendered colour: runs the colour head; --no-rgb skips it)."""
+    depth: bool = True
+    """Write LABELS/depth/ (rendered z-depth, uint16 mm)."""
+    overlay: bool = True
+    """Write LABELS/overlay/ (labels blended over the input image)."""
 
     def _check_paths(self) -> None:
         run, out = self.run_dir, self.out
@@ -126,7 +132,7 @@ class AnnotateCommand:
     def run(self) -> int:
         from labelfield.annotate.frames import annotate_frames
         from labelfield.io import atomic_dir, read_json
-        from labelfield.render.chunked import render_image
+        from labelfield.render.chunked import render_image, render_labels_image
         from labelfield.run import load_run
 
         self._check_paths()
@@ -151,18 +157,22 @@ class AnnotateCommand:
             cams = read_camera_path(self.trajectory, scene.frames[0].intrinsics)
         scene_path = str(self.scene.resolve()) if self.scene is not None else loaded.info.get("scene")
 
-        def render_fn(intr, c2w):
-            return render_image(loaded.model, intr, c2w, chunk=self.chunk, device=device)
+        def render_fn(intr, c2w):  # the trajectory video needs rgb and probs
+            return render_image(loaded.model, intr, c2w, chunk=min(self.chunk, 16384), device=device)
+
+        def render_labels_fn(intr, c2w):  # inference-only: labels + confidence, the rest on request
+            return render_labels_image(loaded.model, intr, c2w, rgb=self.rgb, depth=self.depth,
+                                       probs=self.save_probs, chunk=self.chunk, device=device)  # fmt: skip
 
         t0 = time.perf_counter()
         with atomic_dir(self.out) as tmp:
             records = []
             if indices:
                 records = annotate_frames(
-                    render_fn, scene, loaded.classes, tmp, indices, labelled, given, keep_given=self.keep_given,
+                    render_labels_fn, scene, loaded.classes, tmp, indices, labelled, given, keep_given=self.keep_given,
                     opacity_threshold=self.opacity_threshold, save_probs=self.save_probs, progress=self.progress,
                     scene_path=scene_path, downscale=loaded.info.get("downscale", 1),
-                    method=f"labelfield:{getattr(loaded.config, 'model', 'model')}",
+                    method=f"labelfield:{getattr(loaded.config, 'model', 'model')}", overlay=self.overlay,
                 )  # fmt: skip
             dt = time.perf_counter() - t0
             video = None

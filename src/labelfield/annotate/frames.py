@@ -13,7 +13,10 @@ labelled (non-void) keeps the user's label, and only the rest is filled by the p
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +42,26 @@ def labels_from_render(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render dict -> (labels (H, W) original ids, confidence (H, W) float32 max probability in [0, 1]).
 
-    Pixels without a surface (opacity < threshold) get void with confidence 0, or the background class
-    (confidence 1 - opacity: how surely the ray missed) when `classes.background_class` is set.
+    `out` holds probs (H, W, C), or (from `render.chunked.render_labels_image`) label (H, W) training
+    indices and confidence (H, W). Pixels without a surface (opacity < threshold) get void with confidence 0,
+    or the background class (confidence 1 - opacity: how surely the ray missed) when `classes.background_class`
+    is set.
     """
-    probs = to_numpy(out["probs"]).astype(np.float32)
-    if probs.ndim != 3 or probs.shape[-1] != classes.num_classes:
-        raise LabelfieldError(
-            f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class table"
-        )
-    labels = classes.to_ids(probs.argmax(-1))
-    confidence = probs.max(-1).clip(0.0, 1.0)
+    if out.get("label") is not None and out.get("confidence") is not None:  # argmax already done by the renderer
+        index = to_numpy(out["label"]).astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= classes.num_classes):
+            raise LabelfieldError(f"render gave label indices outside 0..{classes.num_classes - 1}")
+        labels = classes.to_ids(index)
+        confidence = to_numpy(out["confidence"]).astype(np.float32).clip(0.0, 1.0)
+    else:
+        probs = to_numpy(out["probs"]).astype(np.float32)
+        if probs.ndim != 3 or probs.shape[-1] != classes.num_classes:
+            raise LabelfieldError(
+                f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class "
+                "table"
+            )
+        labels = classes.to_ids(probs.argmax(-1))
+        confidence = probs.max(-1).clip(0.0, 1.0)
     if "opacity" in out and out["opacity"] is not None:
         opacity = to_numpy(out["opacity"]).astype(np.float32).reshape(labels.shape)
         empty = opacity < opacity_threshold
@@ -107,6 +120,8 @@ def annotate_frames(
     downscale: int | float = 1,
     method: str = "labelfield",
     write_manifest_file: bool = True,
+    overlay: bool = True,
+    writer_thread: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` of `scene` and write their LABELS files (and classes.json/frames.json) to `out_dir`.
 
@@ -116,6 +131,8 @@ def annotate_frames(
         given: frame index -> (H, W) the user's labels (original ids, 0 = not labelled). With `keep_given`,
             those pixels are kept as given and the frame is recorded `given=True`.
         scene_path, downscale, method: written into frames.json (`scene_path` defaults to `scene.root`).
+        overlay: write LABELS/overlay/ (needs the scene's image, read per frame).
+        writer_thread: write each frame's images in a background thread while the next frame renders.
 
     Returns the frame records in the order rendered. `out_dir` should be a temporary folder from
     `labelfield.io.atomic_dir`; this function writes files one by one.
@@ -133,6 +150,10 @@ def annotate_frames(
         bar = Progress(TextColumn("annotate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         task = bar.add_task("annotate", total=len(indices))
         bar.start()
+    # PNG encoding (zlib releases the GIL) runs in one writer thread while the next frame renders; at most
+    # two frames wait, so memory stays bounded. A writer error is raised here, on the next submit or at the end.
+    pending: deque[Future] = deque()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annotate-writer") if writer_thread else None
     try:
         for i in indices:
             frame = scene.frames[i]
@@ -144,14 +165,25 @@ def annotate_frames(
             depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
             rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
             probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
-            write_frame(
-                out_dir, frame.name, labels, classes,
-                image=_input_image(scene, i), rgb=rgb, depth=depth, confidence=confidence, probs=probs,
+            image = _input_image(scene, i) if overlay else None
+            job = partial(
+                write_frame, out_dir, frame.name, labels, classes,
+                image=image, rgb=rgb, depth=depth, confidence=confidence, probs=probs, overlay=overlay,
             )  # fmt: skip
+            if pool is None:
+                job()
+            else:
+                pending.append(pool.submit(job))
+                while len(pending) > 2:
+                    pending.popleft().result()
             records.append(FrameRecord.from_frame(frame, i, i in labelled, is_given))
             if bar is not None:
                 bar.advance(task)
+        while pending:
+            pending.popleft().result()
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.stop()
     if write_manifest_file:

@@ -25,6 +25,7 @@ import torch
 from labelfield.field.encodings import SphericalHarmonics
 from labelfield.field.hashgrid import HashGrid
 from labelfield.field.heads import ColorHead, DensityHead, SemanticHead
+from labelfield.models import marching
 from labelfield.models.base import Model, ModelConfig, semantic_outputs
 from labelfield.render.composite import accumulate, render_weights
 from labelfield.render.occupancy import OccupancyGrid
@@ -118,8 +119,40 @@ class NGPModel(Model):
         colour for the remaining transmittance (None: config.background_color). Training mode jitters the
         samples (stratified marching); eval mode does not.
         """
-        n = rays_o.shape[0]
-        t_starts, t_ends, ray_indices = march_rays(
+        t_starts, t_ends, ray_indices = self.march(rays_o, rays_d, near, far)
+        t_mid = 0.5 * (t_starts + t_ends)
+        x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
+        sigma, g = self.geometry(x)
+        rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
+        return self.composite(t_starts, t_ends, ray_indices, sigma, g, rgb_s, rays_o, background)
+
+    # The stages of render_rays, apart so benchmarks/bench_step.py can time each one.
+    def march(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        near: float | torch.Tensor | None = None,
+        far: float | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Occupancy-culled, early-stopped packed samples: t_starts, t_ends (n_samples,), ray_indices (n_samples,).
+
+        CPU float32 rays go through the C++ marching kernel (`models.marching`, same samples), others through
+        `render.sampling.march_rays`.
+        """
+        if rays_o.device.type == "cpu" and rays_o.dtype == torch.float32 and marching.available():
+            return marching.march_grid(
+                rays_o,
+                rays_d,
+                self.aabb,
+                self.step_size,
+                self.occupancy,
+                near=self.config.near if near is None else near,
+                far=far,
+                stratified=self.training,
+                max_samples_per_ray=self.config.max_samples_per_ray,
+                early_stop_eps=self.config.early_stop_eps,
+            )
+        return march_rays(
             rays_o,
             rays_d,
             self.aabb,
@@ -133,10 +166,21 @@ class NGPModel(Model):
             early_stop_eps=self.config.early_stop_eps or 1e-4,
             near_occupied_fn=self.occupancy.is_occupied_near,
         )
+
+    def composite(
+        self,
+        t_starts: torch.Tensor,
+        t_ends: torch.Tensor,
+        ray_indices: torch.Tensor,
+        sigma: torch.Tensor,
+        g: torch.Tensor,
+        rgb_s: torch.Tensor,
+        rays_o: torch.Tensor,
+        background: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample sigma (S,), g (S, geo), rgb_s (S, 3) -> the per-ray outputs of render_rays."""
+        n = rays_o.shape[0]
         t_mid = 0.5 * (t_starts + t_ends)
-        x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
-        sigma, g = self.geometry(x)
-        rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
         weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
         total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
         opacity = accumulate(weights, None, ray_indices, n)
@@ -155,4 +199,50 @@ class NGPModel(Model):
             "n_samples": torch.tensor(len(ray_indices)),
         }
         out.update(semantic_outputs(logits, opacity, total_tau, self.background_class_index))
+        return out
+
+    # --- inference ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def render_labels(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        rgb: bool = False,
+        depth: bool = False,
+        probs: bool = False,
+        min_weight: float = 1e-4,
+    ) -> dict[str, torch.Tensor]:
+        """Inference-only render of rays (n, 3): what annotate needs and nothing more (eval mode assumed).
+
+        Always returns `label` (n,) int64 training index of the most probable class, `confidence` (n,) its
+        probability and `opacity` (n,); `rgb` (n, 3), `depth` (n,) (distance along the ray, not normalised) and
+        `probs` (n, C) only when asked. Same maths as `render_rays` in eval mode, except that the colour head
+        runs only when rgb is asked, and only on samples whose weight is at least `min_weight` (the others
+        change a colour by less than min_weight * 32 samples; rgb is off by at most ~3e-3).
+        """
+        n = rays_o.shape[0]
+        t_starts, t_ends, ray_indices = self.march(rays_o, rays_d)
+        t_mid = 0.5 * (t_starts + t_ends)
+        x = torch.addcmul(rays_o[ray_indices], rays_d[ray_indices], t_mid[:, None])
+        sigma, g = self.geometry(x)
+        weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
+        total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
+        opacity = accumulate(weights, None, ray_indices, n)
+        if self.config.semantic_head == "per_ray":
+            lin = self.semantic_head.net[-1]
+            logits = torch.addmm(opacity[:, None] * lin.bias, accumulate(weights, g, ray_indices, n), lin.weight.T)
+        else:
+            logits = accumulate(weights, self.semantic_head(g), ray_indices, n)
+        log_p = semantic_outputs(logits, opacity, total_tau, self.background_class_index)["log_probs"]
+        best, label = log_p.max(-1)  # one pass gives argmax and confidence
+        out = {"label": label, "confidence": best.exp(), "opacity": opacity}
+        if probs:
+            out["probs"] = log_p.exp()
+        if depth:
+            out["depth"] = accumulate(weights, t_mid, ray_indices, n)
+        if rgb:
+            keep = (weights >= min_weight).nonzero()[:, 0]
+            ri = ray_indices[keep]
+            rgb_s = self.color_head(g[keep], self.dir_encoding(rays_d), ri)
+            out["rgb"] = accumulate(weights[keep], rgb_s, ri, n) + (1.0 - opacity)[:, None] * self.background_color
         return out
