@@ -8,7 +8,8 @@ What it does, all in one process so the figures are comparable:
    (bytes read + written), best of 5 each.
 2. A training step of `--batch-rays` rays on the scene, with the model of a fitted run (`--run`; its occupancy
    grid decides how many samples a ray gets; without --run, an untrained model whose occupancy grid is set
-   from the scene's depth maps, as a trained one's would be: timing does not need quality). The step is `trainer._Loop.train_step` taken apart into the
+   from the scene's depth maps, as a trained one's would be: timing does not need quality).
+   The step is `trainer._Loop.train_step` taken apart into the
    NGPModel stages (march, encoding, MLPs, composite) plus batch sampling, occupancy refresh (every 8th step,
    averaged), loss, backward and Adam. The backward is split by timing the backward of the encoding and of
    the MLPs alone on the same inputs (the rest is compositing + loss). The unsplit step is timed too.
@@ -114,8 +115,13 @@ def staged_train_step(model, dataset, optimizer, config, sampler, step: int, st:
     Returns the number of packed samples."""
     with st("batch sampling"):
         batch = dataset.sample(batch_rays, sampler)
+    keep = getattr(model, "_bench_fixed_grid", None)
     with st("occupancy refresh"):
         model.before_step(step)
+    if keep is not None:  # untrained model: its refreshes would fill the grid from depth; keep that one
+        model.occupancy.density.copy_(keep[0])
+        model.occupancy.binary.copy_(keep[1])
+        model.occupancy.mark_changed()
     with st("marching"):
         t_starts, t_ends, ray_indices = model.march(batch.rays_o, batch.rays_d)
         t_mid = 0.5 * (t_starts + t_ends)
@@ -300,6 +306,28 @@ def occupancy_from_depth(model, scene, stride: int = 4) -> None:
     occ.mark_changed()
 
 
+def compare(variants: dict[str, str], fn, reps: int, pass_name: bool = False) -> dict[str, dict[str, float]]:
+    """Run fn(k[, name]) `reps` times per variant, round-robin (so load changes hit all alike), with
+    $LABELFIELD_MARCH set to each variant's value. Returns name -> mean wall and CPU seconds per call."""
+    out = {name: {"wall": 0.0, "cpu": 0.0} for name in variants}
+    saved = os.environ.get("LABELFIELD_MARCH")
+    try:
+        for k in range(reps + 1):  # round 0 warms up
+            for name, march in variants.items():
+                os.environ["LABELFIELD_MARCH"] = march
+                c, t = time.process_time(), time.perf_counter()
+                fn(k, name) if pass_name else fn(k)
+                if k > 0:
+                    out[name]["wall"] += (time.perf_counter() - t) / reps
+                    out[name]["cpu"] += (time.process_time() - c) / reps
+    finally:
+        if saved is None:
+            os.environ.pop("LABELFIELD_MARCH", None)
+        else:
+            os.environ["LABELFIELD_MARCH"] = saved
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=None, help="fitted run (default: untrained model, grid from depth)")
@@ -339,6 +367,7 @@ def main() -> None:
         config.model_config.near = float(near)
         model = build_model("ngp", config.model_config, np.asarray(aabb, np.float64), classes.num_classes, bg)
         occupancy_from_depth(model, scene)
+        model._bench_fixed_grid = (model.occupancy.density.clone(), model.occupancy.binary.clone())
         labelled, density, step0 = list(range(0, len(scene.frames), 10)), "full", 10_000
         occupied = 100 * model.occupancy.occupancy_fraction()
         source = f"{scene.root}: untrained model, occupancy grid from depth ({occupied:.1f} % occupied)"
@@ -365,11 +394,18 @@ def main() -> None:
     for k in range(args.steps):
         staged_train_step(model, dataset, optimizer, config, sampler, step0 + k, st_small, 64)
     fixed_ms = 1e3 * sum(v for k, v in st_small.wall.items() if not k.startswith("  ")) / args.steps
-    # The unsplit step (what the trainer runs), timed on its own.
-    t, c = time.perf_counter(), time.process_time()
-    for k in range(args.steps):
+    name = "  Python/dispatch: whole step at 64 rays"  # a sub-row: this fixed cost is inside the rows above
+    st.order.append(name)
+    st.wall[name] = sum(v for k, v in st_small.wall.items() if not k.startswith("  "))
+    st.cpu[name] = sum(v for k, v in st_small.cpu.items() if not k.startswith("  "))
+    # The unsplit step (what the trainer runs): before (reference marcher) and after, interleaved.
+    def unsplit(k: int) -> None:
         batch = dataset.sample(args.batch_rays, sampler)
         model.before_step(step0 + k)
+        if getattr(model, "_bench_fixed_grid", None) is not None:
+            model.occupancy.density.copy_(model._bench_fixed_grid[0])
+            model.occupancy.binary.copy_(model._bench_fixed_grid[1])
+            model.occupancy.mark_changed()
         pred = model.render_rays(batch.rays_o, batch.rays_d)
         losses = compute_losses(
             pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight
@@ -377,7 +413,9 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         optimizer.step()
-    step_wall, step_cpu = (time.perf_counter() - t) / args.steps, (time.process_time() - c) / args.steps
+
+    train_cmp = compare({"before": "torch", "after": ""}, unsplit, args.steps)
+    step_wall, step_cpu = train_cmp["after"]["wall"], train_cmp["after"]["cpu"]
     staged_total = sum(v for k, v in st.wall.items() if not k.startswith("  ")) / args.steps
     n_samples = int(np.mean(samples))
     costs = stage_costs(model, args.batch_rays, n_samples, train=True)
@@ -387,7 +425,8 @@ def main() -> None:
         f"training step: {args.batch_rays} rays, {n_samples / args.batch_rays:.1f} samples/ray; staged "
         f"{1e3 * staged_total:.0f} ms, unsplit {1e3 * step_wall:.0f} ms = {1 / step_wall:.2f} steps/s, "
         f"{args.batch_rays / step_wall:,.0f} rays/s, {step_cpu / step_wall:.2f} cores; fixed cost (64 rays) "
-        f"{fixed_ms:.0f} ms",
+        f"{fixed_ms:.0f} ms; before (reference marcher, interleaved): {1e3 * train_cmp['before']['wall']:.0f} ms "
+        f"wall, {1e3 * train_cmp['before']['cpu']:.0f} ms CPU; after {1e3 * step_cpu:.0f} ms CPU",
         train_rows,
     )
 
@@ -400,24 +439,23 @@ def main() -> None:
     frame_total = sum(fst.wall.values()) / args.frames
     n_px = frame.intrinsics.width * frame.intrinsics.height
     frame_rows = table_rows(fst, args.frames, stage_costs(model, n_px, fsamples, train=False), peak, frame_total)
-    t = time.perf_counter()
-    for _ in range(args.frames):
-        render_labels_image(model, frame.intrinsics, frame.c2w)
-    fast = (time.perf_counter() - t) / args.frames
-    t = time.perf_counter()
-    for _ in range(args.frames):
-        render_labels_image(model, frame.intrinsics, frame.c2w, rgb=True, depth=True)
-    fast_all = (time.perf_counter() - t) / args.frames
-    t = time.perf_counter()
-    for _ in range(max(1, args.frames // 2)):
-        render_image(model, frame.intrinsics, frame.c2w)
-    old = (time.perf_counter() - t) / max(1, args.frames // 2)
+    frame_cmp = compare(
+        {"before: render_image, reference marcher": "torch", "after: labels + confidence": "",
+         "after: + rgb + depth": ""},
+        lambda k, which: (render_image(model, frame.intrinsics, frame.c2w) if which.startswith("before")
+                          else render_labels_image(model, frame.intrinsics, frame.c2w, rgb="rgb" in which,
+                                                   depth="rgb" in which)),
+        args.frames, pass_name=True,
+    )  # fmt: skip
+    fast = frame_cmp["after: labels + confidence"]["wall"]
+    fast_all = frame_cmp["after: + rgb + depth"]["wall"]
+    old = frame_cmp["before: render_image, reference marcher"]["wall"]
     print_table(
         console,
         f"rendered frame {frame.intrinsics.width}x{frame.intrinsics.height} (labels + confidence), "
         f"{fsamples / n_px:.1f} samples/ray: staged {1e3 * frame_total:.0f} ms; render_labels_image "
         f"{1e3 * fast:.0f} ms ({1 / fast:.1f} frames/s), with rgb + depth {1e3 * fast_all:.0f} ms; "
-        f"render_image (before) {1e3 * old:.0f} ms",
+        f"render_image with the reference marcher (before) {1e3 * old:.0f} ms",
         frame_rows,
     )
     result = {
@@ -443,6 +481,8 @@ def main() -> None:
         "frame_ms_render_labels_rgb_depth": 1e3 * fast_all,
         "frame_ms_render_image_before": 1e3 * old,
         "frame_stages": frame_rows,
+        "train_before_after": train_cmp,
+        "frame_before_after": frame_cmp,
         "load_average": os.getloadavg(),
     }
     if args.json is not None:

@@ -27,7 +27,7 @@ from labelfield.field.hashgrid import HashGrid
 from labelfield.field.heads import ColorHead, DensityHead, SemanticHead
 from labelfield.models import marching
 from labelfield.models.base import Model, ModelConfig, semantic_outputs
-from labelfield.render.composite import accumulate, render_weights
+from labelfield.render.composite import accumulate, ray_starts, render_weights
 from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
 
@@ -211,20 +211,26 @@ class NGPModel(Model):
         depth: bool = False,
         probs: bool = False,
         min_weight: float = 1e-4,
+        stop_transmittance: float | None = 1e-4,
     ) -> dict[str, torch.Tensor]:
         """Inference-only render of rays (n, 3): what annotate needs and nothing more (eval mode assumed).
 
         Always returns `label` (n,) int64 training index of the most probable class, `confidence` (n,) its
         probability and `opacity` (n,); `rgb` (n, 3), `depth` (n,) (distance along the ray, not normalised) and
-        `probs` (n, C) only when asked. Same maths as `render_rays` in eval mode, except that the colour head
-        runs only when rgb is asked, and only on samples whose weight is at least `min_weight` (the others
-        change a colour by less than min_weight * 32 samples; rgb is off by at most ~3e-3).
+        `probs` (n, C) only when asked. Same maths as `render_rays` in eval mode, except that
+        - the density is evaluated front to back in rounds of samples (4, 4, 8, 16, ... per ray), and a ray
+          whose transmittance has fallen below `stop_transmittance` gets no more samples (Instant-NGP's early
+          termination with the real density; the proxy early stop of the marcher is coarser): what is dropped
+          weighs less than stop_transmittance in all (None: every sample is evaluated);
+        - the colour head runs only when rgb is asked, and only on samples whose weight is at least
+          `min_weight` (the others change a colour by less than min_weight * 32 samples).
         """
         n = rays_o.shape[0]
         t_starts, t_ends, ray_indices = self.march(rays_o, rays_d)
+        t_starts, t_ends, ray_indices, sigma, g = self._geometry_early_stop(
+            rays_o, rays_d, t_starts, t_ends, ray_indices, stop_transmittance
+        )
         t_mid = 0.5 * (t_starts + t_ends)
-        x = torch.addcmul(rays_o[ray_indices], rays_d[ray_indices], t_mid[:, None])
-        sigma, g = self.geometry(x)
         weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
         total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
         opacity = accumulate(weights, None, ray_indices, n)
@@ -246,3 +252,45 @@ class NGPModel(Model):
             rgb_s = self.color_head(g[keep], self.dir_encoding(rays_d), ri)
             out["rgb"] = accumulate(weights[keep], rgb_s, ri, n) + (1.0 - opacity)[:, None] * self.background_color
         return out
+
+    def _geometry_early_stop(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        t_starts: torch.Tensor,
+        t_ends: torch.Tensor,
+        ray_indices: torch.Tensor,
+        stop_transmittance: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sigma (S',), g (S', geo) of the packed samples in front of each ray's early stop (see render_labels),
+        with the samples kept: t_starts, t_ends, ray_indices, sigma, g, still packed by ray in t order."""
+        n, S = rays_o.shape[0], ray_indices.numel()
+
+        def points(sel: torch.Tensor | None) -> torch.Tensor:
+            ri = ray_indices if sel is None else ray_indices[sel]
+            tm = 0.5 * (t_starts + t_ends) if sel is None else 0.5 * (t_starts[sel] + t_ends[sel])
+            return torch.addcmul(rays_o[ri], rays_d[ri], tm[:, None])
+
+        if stop_transmittance is None or S == 0:
+            sigma, g = self.geometry(points(None))
+            return t_starts, t_ends, ray_indices, sigma, g
+        threshold = -math.log(stop_transmittance)
+        starts, counts = ray_starts(ray_indices, n)
+        rank = torch.arange(S) - starts[ray_indices]
+        tau = torch.zeros(n, dtype=t_starts.dtype)  # optical depth so far per ray
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        lo, size, max_rank = 0, 4, int(counts.max())
+        while lo < max_rank:
+            sel = ((rank >= lo) & (rank < lo + size) & (tau[ray_indices] < threshold)).nonzero()[:, 0]
+            if sel.numel() == 0:
+                break
+            sigma, g = self.geometry(points(sel))
+            tau.index_add_(0, ray_indices[sel], sigma * (t_ends[sel] - t_starts[sel]))
+            parts.append((sel, sigma, g))
+            lo, size = lo + size, size if lo == 0 else size * 2
+        sel = torch.cat([p[0] for p in parts])
+        order = torch.sort(sel).indices  # rounds are in t order per ray: sorting restores the packed order
+        sel = sel[order]
+        sigma = torch.cat([p[1] for p in parts])[order]
+        g = torch.cat([p[2] for p in parts])[order]
+        return t_starts[sel], t_ends[sel], ray_indices[sel], sigma, g
