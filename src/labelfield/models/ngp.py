@@ -278,19 +278,27 @@ class NGPModel(Model):
         starts, counts = ray_starts(ray_indices, n)
         rank = torch.arange(S) - starts[ray_indices]
         tau = torch.zeros(n, dtype=t_starts.dtype)  # optical depth so far per ray
-        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        sigma_all = torch.empty(S, dtype=t_starts.dtype)
+        g_all: torch.Tensor | None = None
+        done = torch.zeros(S, dtype=torch.bool)  # evaluated samples (written in place: no sort afterwards)
         lo, size, max_rank = 0, 4, int(counts.max())
         while lo < max_rank:
-            sel = ((rank >= lo) & (rank < lo + size) & (tau[ray_indices] < threshold)).nonzero()[:, 0]
+            mask = (rank >= lo) & (rank < lo + size)
+            if lo > 0:
+                mask &= tau[ray_indices] < threshold
+            sel = mask.nonzero()[:, 0]
             if sel.numel() == 0:
                 break
             sigma, g = self.geometry(points(sel))
+            if g_all is None:
+                g_all = torch.empty(S, g.shape[1], dtype=g.dtype)
+            sigma_all.index_copy_(0, sel, sigma)  # index_copy_: far cheaper than index_put on the CPU
+            g_all.index_copy_(0, sel, g)
+            done.index_fill_(0, sel, True)
             tau.index_add_(0, ray_indices[sel], sigma * (t_ends[sel] - t_starts[sel]))
-            parts.append((sel, sigma, g))
             lo, size = lo + size, size if lo == 0 else size * 2
-        sel = torch.cat([p[0] for p in parts])
-        order = torch.sort(sel).indices  # rounds are in t order per ray: sorting restores the packed order
-        sel = sel[order]
-        sigma = torch.cat([p[1] for p in parts])[order]
-        g = torch.cat([p[2] for p in parts])[order]
-        return t_starts[sel], t_ends[sel], ray_indices[sel], sigma, g
+        assert g_all is not None  # S > 0: the first round has every ray's first sample
+        if bool(done.all()):
+            return t_starts, t_ends, ray_indices, sigma_all, g_all
+        keep = done.nonzero()[:, 0]
+        return t_starts[keep], t_ends[keep], ray_indices[keep], sigma_all[keep], g_all[keep]
