@@ -396,7 +396,8 @@ def main() -> None:
     peak = measure_peak()
     console.print(
         f"CPU: {cpu_name()}, {args.threads} threads; peak {peak['flops'] / 1e9:.1f} GFLOP/s (matmul), "
-        f"{peak['bandwidth'] / 1e9:.1f} GB/s (copy)"
+        f"{peak['bandwidth'] / 1e9:.1f} GB/s (copy); per CPU-second {peak['flops_per_cpu_s'] / 1e9:.1f} GFLOP, "
+        f"{peak['bandwidth_per_cpu_s'] / 1e9:.1f} GB; load average {os.getloadavg()[0]:.1f}"
     )
 
     # --- training step ---
@@ -487,6 +488,8 @@ def main() -> None:
         "torch": torch.__version__,
         "peak_gflops": peak["flops"] / 1e9,
         "peak_gbs": peak["bandwidth"] / 1e9,
+        "peak_gflops_per_cpu_s": peak["flops_per_cpu_s"] / 1e9,
+        "peak_gbs_per_cpu_s": peak["bandwidth_per_cpu_s"] / 1e9,
         "model": source,
         "batch_rays": args.batch_rays,
         "train_samples_per_ray": n_samples / args.batch_rays,

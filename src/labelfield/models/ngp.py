@@ -276,11 +276,12 @@ class NGPModel(Model):
             return t_starts, t_ends, ray_indices, sigma, g
         threshold = -math.log(stop_transmittance)
         starts, counts = ray_starts(ray_indices, n)
-        rank = torch.arange(S) - starts[ray_indices]
-        tau = torch.zeros(n, dtype=t_starts.dtype)  # optical depth so far per ray
-        sigma_all = torch.empty(S, dtype=t_starts.dtype)
+        dev = ray_indices.device
+        rank = torch.arange(S, device=dev) - starts[ray_indices]
+        tau = torch.zeros(n, dtype=t_starts.dtype, device=dev)  # optical depth so far per ray
+        sigma_all = torch.empty(S, dtype=t_starts.dtype, device=dev)
         g_all: torch.Tensor | None = None
-        done = torch.zeros(S, dtype=torch.bool)  # evaluated samples (written in place: no sort afterwards)
+        done = torch.zeros(S, dtype=torch.bool, device=dev)  # evaluated samples (written in place: no sort afterwards)
         lo, size, max_rank = 0, 4, int(counts.max())
         while lo < max_rank:
             mask = (rank >= lo) & (rank < lo + size)
@@ -291,7 +292,7 @@ class NGPModel(Model):
                 break
             sigma, g = self.geometry(points(sel))
             if g_all is None:
-                g_all = torch.empty(S, g.shape[1], dtype=g.dtype)
+                g_all = torch.empty(S, g.shape[1], dtype=g.dtype, device=dev)
             sigma_all.index_copy_(0, sel, sigma)  # index_copy_: far cheaper than index_put on the CPU
             g_all.index_copy_(0, sel, g)
             done.index_fill_(0, sel, True)
