@@ -102,3 +102,54 @@ def test_render_labels_matches_render_rays(bg: int | None, monkeypatch: pytest.M
     with torch.no_grad():
         ref = model.render_rays(o, d)
     assert torch.equal(ref["opacity"], full["opacity"])
+
+
+@pytest.mark.parametrize("writer_thread", [True, False])
+def test_annotate_with_label_renders_and_no_overlay(tmp_path, writer_thread: bool) -> None:
+    """A render dict with `label` + `confidence` (render_labels_image) gives the same LABELS as one with probs;
+    overlay=False and a render without rgb/depth write only what was asked."""
+    from labelfield.annotate import annotate_frames
+    from labelfield.io import atomic_dir
+    from labelfield.labelset import read_labelset
+    from labelfield.synth.toy import toy_scene
+
+    scene = toy_scene(4, 32, 24)
+    classes = scene.classes
+
+    def render(intr, c2w):
+        i = int(np.argmin(np.abs(scene.poses() - np.asarray(c2w)[None]).sum((1, 2))))
+        f = scene.frames[i]
+        idx = classes.to_index(f.load_labels()).clip(0)
+        return {"label": torch.as_tensor(idx), "confidence": torch.full(idx.shape, 0.75),
+                "opacity": torch.as_tensor((f.load_depth() > 0).astype(np.float32))}  # fmt: skip
+
+    out = tmp_path / "LABELS"
+    with atomic_dir(out) as tmp:
+        annotate_frames(render, scene, classes, tmp, range(4), set(), progress=False, overlay=False,
+                        writer_thread=writer_thread)  # fmt: skip
+    ls = read_labelset(out)
+    for f in scene.frames:
+        gt = f.load_labels().copy()
+        gt[f.load_depth() <= 0] = 0
+        np.testing.assert_array_equal(ls.load_labels(f.name), gt)
+        conf = ls.load_confidence(f.name)
+        assert abs(conf[f.load_depth() > 0] - 0.75).max() < 3e-3  # 8-bit
+    for sub, n in (("labels", 4), ("labels_color", 4), ("confidence", 4), ("overlay", 0), ("rgb", 0), ("depth", 0)):
+        assert len(list((out / sub).glob("*.png"))) == n, sub
+
+
+def test_render_labels_image_shapes() -> None:
+    from labelfield.cameras import Intrinsics
+    from labelfield.render.chunked import render_image, render_labels_image
+
+    model = _model(None)
+    intr = Intrinsics(fx=20.0, fy=20.0, cx=11.5, cy=8.5, width=24, height=18)
+    c2w = np.eye(4)
+    c2w[2, 3] = -0.5
+    out = render_labels_image(model, intr, c2w, rgb=True, depth=True, chunk=100)
+    assert out["label"].shape == (18, 24) and out["label"].dtype == torch.int64
+    assert out["rgb"].shape == (18, 24, 3) and out["depth"].shape == (18, 24) and "probs" not in out
+    ref = render_image(model, intr, c2w)
+    assert torch.allclose(out["opacity"], ref["opacity"], atol=1e-4)
+    agree = (out["label"] == ref["probs"].argmax(-1)).float().mean()
+    assert agree > 0.99
