@@ -103,6 +103,20 @@ def _input_image(scene: Scene, index: int) -> np.ndarray | None:
     return img if img.shape[:2] == (H, W) else None
 
 
+def _write(
+    out_dir: str | Path,
+    name: str,
+    labels: np.ndarray,
+    classes: ClassTable,
+    scene: Scene,
+    image_index: int | None,
+    **outputs: Any,
+) -> None:
+    """write_frame, reading the scene's image for the overlay here (in the writer thread)."""
+    image = _input_image(scene, image_index) if image_index is not None else None
+    write_frame(out_dir, name, labels, classes, image=image, **outputs)
+
+
 def annotate_frames(
     render_fn: RenderFn,
     scene: Scene,
@@ -165,10 +179,9 @@ def annotate_frames(
             depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
             rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
             probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
-            image = _input_image(scene, i) if overlay else None
             job = partial(
-                write_frame, out_dir, frame.name, labels, classes,
-                image=image, rgb=rgb, depth=depth, confidence=confidence, probs=probs, overlay=overlay,
+                _write, out_dir, frame.name, labels, classes, scene, i if overlay else None,
+                rgb=rgb, depth=depth, confidence=confidence, probs=probs, overlay=overlay,
             )  # fmt: skip
             if pool is None:
                 job()
