@@ -96,12 +96,14 @@ def write_frame(
     confidence: np.ndarray | None = None,
     probs: np.ndarray | None = None,
     overlay_alpha: float = 0.5,
+    overlay: bool = True,
 ) -> None:
     """Write one frame's outputs into the LABELS folder `out_dir`.
 
     Args:
         labels: (H, W) original class ids (0 = void).
-        image: (H, W, 3) uint8 input frame for the overlay (falls back to `rgb`; no overlay without either).
+        image: (H, W, 3) uint8 input frame for the overlay (falls back to `rgb`; no overlay without either,
+            nor with overlay=False).
         rgb: (H, W, 3) uint8 rendered colour. depth: (H, W) float z-depth in metres (-> uint16 mm).
         confidence: (H, W) float in [0, 1] (-> 8-bit). probs: (H, W, C) float over training indices.
     """
@@ -112,7 +114,7 @@ def write_frame(
     color = classes.colorize(labels)
     write_image(out / "labels_color" / f"{name}.png", color)
     base = image if image is not None else rgb
-    if base is not None:
+    if base is not None and overlay:
         write_image(out / "overlay" / f"{name}.png", _overlay(np.asarray(base), color, labels, overlay_alpha))
     if rgb is not None:
         write_image(out / "rgb" / f"{name}.png", np.asarray(rgb, np.uint8))

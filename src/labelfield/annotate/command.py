@@ -76,7 +76,7 @@ class AnnotateCommand:
     """Also save the class probabilities as LABELS/probs/<frame>.npz (float16)."""
     opacity_threshold: float = 0.5
     """Pixels whose accumulated opacity is below this are void (or the scene's background class)."""
-    chunk: int = 16384
+    chunk: int = 65536
     """Rays per render call: memory grows with it."""
     device: str = "auto"
     """auto, cpu or cuda."""
@@ -88,6 +88,12 @@ class AnnotateCommand:
     """Frame rate of the trajectory video."""
     progress: bool = True
     """Show progress bars."""
+    rgb: bool = True
+    """Write LABELS/rgb/ (rendered colour: runs the colour head; --no-rgb skips it)."""
+    depth: bool = True
+    """Write LABELS/depth/ (rendered z-depth, uint16 mm)."""
+    overlay: bool = True
+    """Write LABELS/overlay/ (labels blended over the input image)."""
 
     def _check_paths(self) -> None:
         from labelfield.run import RunFolder
@@ -144,12 +150,15 @@ class AnnotateCommand:
                     chunk=self.chunk,
                     scene_path=scene_path,
                     on_progress=show,
+                    rgb=self.rgb,
+                    depth=self.depth,
+                    overlay=self.overlay,
                 )
             dt = time.perf_counter() - t0
             video = None
             if cams is not None:
                 video = render_trajectory(
-                    run_render_fn(loaded, self.chunk),
+                    run_render_fn(loaded, min(self.chunk, 16384)),  # full render: rgb and probabilities
                     cams,
                     loaded.classes,
                     tmp / "trajectory.mp4",

@@ -15,7 +15,7 @@ from labelfield.run import LoadedRun
 
 
 def run_render_fn(loaded: LoadedRun, chunk: int | None = None) -> Callable[[Any, np.ndarray], dict[str, Any]]:
-    """`render_fn(intrinsics, c2w)` rendering whole images with the run's model on its device."""
+    """`render_fn(intrinsics, c2w)` rendering whole images (rgb, depth, opacity, probs) with the run's model."""
     from labelfield.render.chunked import render_image
 
     device = loaded.model.aabb.device  # the Model contract: aabb is a buffer on the model's device
@@ -23,6 +23,22 @@ def run_render_fn(loaded: LoadedRun, chunk: int | None = None) -> Callable[[Any,
 
     def render_fn(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
         return render_image(loaded.model, intr, c2w, device=device, **kw)
+
+    return render_fn
+
+
+def run_labels_fn(
+    loaded: LoadedRun, chunk: int | None = None, rgb: bool = True, depth: bool = True, probs: bool = False
+) -> Callable[[Any, np.ndarray], dict[str, Any]]:
+    """`render_fn(intrinsics, c2w)` for annotate: the inference-only path (labels + confidence; rgb, depth and
+    probabilities only when asked), see `render.chunked.render_labels_image`."""
+    from labelfield.render.chunked import render_labels_image
+
+    device = loaded.model.aabb.device
+    kw = {} if chunk is None else {"chunk": chunk}
+
+    def render_fn(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
+        return render_labels_image(loaded.model, intr, c2w, rgb=rgb, depth=depth, probs=probs, device=device, **kw)
 
     return render_fn
 
@@ -48,14 +64,18 @@ def annotate_run(
     chunk: int | None = None,
     scene_path: str | None = None,
     on_progress: ProgressFn | None = None,
+    rgb: bool = True,
+    depth: bool = True,
+    overlay: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
     `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames`. `scene_path` goes into frames.json
-    (default: the scene the run was fitted on)."""
+    (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
+    what it costs: rgb runs the colour head)."""
     scene = loaded.scene
     indices = list(range(len(scene))) if indices is None else list(indices)
     return annotate_frames(
-        run_render_fn(loaded, chunk),
+        run_labels_fn(loaded, chunk, rgb=rgb, depth=depth, probs=save_probs),
         scene,
         loaded.classes,
         out_dir,
@@ -69,4 +89,5 @@ def annotate_run(
         scene_path=scene_path if scene_path is not None else loaded.manifest.scene,
         downscale=loaded.manifest.downscale,
         method=f"labelfield:{loaded.spec.name}",
+        overlay=overlay,
     )

@@ -13,7 +13,10 @@ labelled (non-void) keeps the user's label, and only the rest is filled by the p
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +43,26 @@ def labels_from_render(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render dict -> (labels (H, W) original ids, confidence (H, W) float32 max probability in [0, 1]).
 
-    Pixels without a surface (opacity < threshold) get void with confidence 0, or the background class
-    (confidence 1 - opacity: how surely the ray missed) when `classes.background_class` is set.
+    `out` holds probs (H, W, C), or (from `render.chunked.render_labels_image`) label (H, W) training
+    indices and confidence (H, W). Pixels without a surface (opacity < threshold) get void with confidence 0,
+    or the background class (confidence 1 - opacity: how surely the ray missed) when `classes.background_class`
+    is set.
     """
-    probs = to_numpy(out["probs"]).astype(np.float32)
-    if probs.ndim != 3 or probs.shape[-1] != classes.num_classes:
-        raise LabelfieldError(
-            f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class table"
-        )
-    labels = classes.to_ids(probs.argmax(-1))
-    confidence = probs.max(-1).clip(0.0, 1.0)
+    if out.get("label") is not None and out.get("confidence") is not None:  # argmax already done by the renderer
+        index = to_numpy(out["label"]).astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= classes.num_classes):
+            raise LabelfieldError(f"render gave label indices outside 0..{classes.num_classes - 1}")
+        labels = classes.to_ids(index)
+        confidence = to_numpy(out["confidence"]).astype(np.float32).clip(0.0, 1.0)
+    else:
+        probs = to_numpy(out["probs"]).astype(np.float32)
+        if probs.ndim != 3 or probs.shape[-1] != classes.num_classes:
+            raise LabelfieldError(
+                f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class "
+                "table"
+            )
+        labels = classes.to_ids(probs.argmax(-1))
+        confidence = probs.max(-1).clip(0.0, 1.0)
     if "opacity" in out and out["opacity"] is not None:
         opacity = to_numpy(out["opacity"]).astype(np.float32).reshape(labels.shape)
         empty = opacity < opacity_threshold
@@ -91,6 +104,20 @@ def _input_image(scene: Scene, index: int) -> np.ndarray | None:
     return img if img.shape[:2] == (H, W) else None
 
 
+def _write(
+    out_dir: str | Path,
+    name: str,
+    labels: np.ndarray,
+    classes: ClassTable,
+    scene: Scene,
+    image_index: int | None,
+    **outputs: Any,
+) -> None:
+    """write_frame, reading the scene's image for the overlay here (in the writer thread)."""
+    image = _input_image(scene, image_index) if image_index is not None else None
+    write_frame(out_dir, name, labels, classes, image=image, **outputs)
+
+
 def annotate_frames(
     render_fn: RenderFn,
     scene: Scene,
@@ -108,6 +135,8 @@ def annotate_frames(
     downscale: int | float = 1,
     method: str = "labelfield",
     write_manifest_file: bool = True,
+    overlay: bool = True,
+    writer_thread: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` of `scene` and write their LABELS files (and classes.json/frames.json) to `out_dir`.
 
@@ -118,6 +147,8 @@ def annotate_frames(
             those pixels are kept as given and the frame is recorded `given=True`.
         scene_path, downscale, method: written into frames.json (`scene_path` defaults to `scene.root`).
         on_progress: receives Progress("annotate", done, total, "frames") after each frame.
+        overlay: write LABELS/overlay/ (needs the scene's image, read per frame).
+        writer_thread: write each frame's images in a background thread while the next frame renders.
 
     Returns the frame records in the order rendered. `out_dir` should be a temporary folder from
     `labelfield.io.atomic_dir`; this function writes files one by one.
@@ -128,23 +159,39 @@ def annotate_frames(
             raise LabelfieldError(f"frame index {i} out of range (scene has {len(scene)} frames)")
     given = given or {}
     records: list[FrameRecord] = []
-    for i in indices:
-        frame = scene.frames[i]
-        out = render_fn(frame.intrinsics, frame.c2w)
-        labels, confidence = labels_from_render(out, classes, opacity_threshold)
-        is_given = keep_given and i in given
-        if is_given:
-            merge_given(labels, confidence, given[i], classes.void_id)
-        depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
-        rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
-        probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
-        write_frame(
-            out_dir, frame.name, labels, classes,
-            image=_input_image(scene, i), rgb=rgb, depth=depth, confidence=confidence, probs=probs,
-        )  # fmt: skip
-        records.append(FrameRecord.from_frame(frame, i, i in labelled, is_given))
-        if on_progress is not None:
-            on_progress(Progress("annotate", len(records), len(indices), "frames"))
+    # PNG encoding (zlib releases the GIL) runs in one writer thread while the next frame renders; at most
+    # two frames wait, so memory stays bounded. A writer error is raised here, on the next submit or at the end.
+    pending: deque[Future] = deque()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annotate-writer") if writer_thread else None
+    try:
+        for i in indices:
+            frame = scene.frames[i]
+            out = render_fn(frame.intrinsics, frame.c2w)
+            labels, confidence = labels_from_render(out, classes, opacity_threshold)
+            is_given = keep_given and i in given
+            if is_given:
+                merge_given(labels, confidence, given[i], classes.void_id)
+            depth = to_numpy(out["depth"]).astype(np.float32) if out.get("depth") is not None else None
+            rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
+            probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
+            job = partial(
+                _write, out_dir, frame.name, labels, classes, scene, i if overlay else None,
+                rgb=rgb, depth=depth, confidence=confidence, probs=probs, overlay=overlay,
+            )  # fmt: skip
+            if pool is None:
+                job()
+            else:
+                pending.append(pool.submit(job))
+                while len(pending) > 2:
+                    pending.popleft().result()
+            records.append(FrameRecord.from_frame(frame, i, i in labelled, is_given))
+            if on_progress is not None:
+                on_progress(Progress("annotate", len(records), len(indices), "frames"))
+        while pending:
+            pending.popleft().result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if write_manifest_file:
         write_manifest(
             out_dir,

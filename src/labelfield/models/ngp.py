@@ -25,9 +25,10 @@ import torch
 from labelfield.field.encodings import SphericalHarmonics
 from labelfield.field.hashgrid import HashGrid
 from labelfield.field.heads import ColorHead, DensityHead, SemanticHead
+from labelfield.models import marching
 from labelfield.models.base import Model, semantic_outputs
 from labelfield.models.configs import NGPConfig
-from labelfield.render.composite import accumulate, render_weights
+from labelfield.render.composite import accumulate, ray_starts, render_weights
 from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
 
@@ -122,8 +123,40 @@ class NGPModel(Model):
         colour for the remaining transmittance (None: config.background_color). Training mode jitters the
         samples (stratified marching); eval mode does not.
         """
-        n = rays_o.shape[0]
-        t_starts, t_ends, ray_indices = march_rays(
+        t_starts, t_ends, ray_indices = self.march(rays_o, rays_d, near, far)
+        t_mid = 0.5 * (t_starts + t_ends)
+        x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
+        sigma, g = self.geometry(x)
+        rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
+        return self.composite(t_starts, t_ends, ray_indices, sigma, g, rgb_s, rays_o, background)
+
+    # The stages of render_rays, apart so benchmarks/bench_step.py can time each one.
+    def march(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        near: float | torch.Tensor | None = None,
+        far: float | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Occupancy-culled, early-stopped packed samples: t_starts, t_ends (n_samples,), ray_indices (n_samples,).
+
+        CPU float32 rays go through the C++ marching kernel (`models.marching`, same samples), others through
+        `render.sampling.march_rays`.
+        """
+        if rays_o.device.type == "cpu" and rays_o.dtype == torch.float32 and marching.available():
+            return marching.march_grid(
+                rays_o,
+                rays_d,
+                self.aabb,
+                self.step_size,
+                self.occupancy,
+                near=self.near if near is None else near,
+                far=far,
+                stratified=self.training,
+                max_samples_per_ray=self.config.max_samples_per_ray,
+                early_stop_eps=self.config.early_stop_eps,
+            )
+        return march_rays(
             rays_o,
             rays_d,
             self.aabb,
@@ -137,10 +170,21 @@ class NGPModel(Model):
             early_stop_eps=self.config.early_stop_eps or 1e-4,
             near_occupied_fn=self.occupancy.is_occupied_near,
         )
+
+    def composite(
+        self,
+        t_starts: torch.Tensor,
+        t_ends: torch.Tensor,
+        ray_indices: torch.Tensor,
+        sigma: torch.Tensor,
+        g: torch.Tensor,
+        rgb_s: torch.Tensor,
+        rays_o: torch.Tensor,
+        background: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample sigma (S,), g (S, geo), rgb_s (S, 3) -> the per-ray outputs of render_rays."""
+        n = rays_o.shape[0]
         t_mid = 0.5 * (t_starts + t_ends)
-        x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
-        sigma, g = self.geometry(x)
-        rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
         weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
         total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
         opacity = accumulate(weights, None, ray_indices, n)
@@ -160,3 +204,106 @@ class NGPModel(Model):
         }
         out.update(semantic_outputs(logits, opacity, total_tau, self.background_class_index))
         return out
+
+    # --- inference ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def render_labels(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        rgb: bool = False,
+        depth: bool = False,
+        probs: bool = False,
+        min_weight: float = 1e-4,
+        stop_transmittance: float | None = 1e-4,
+    ) -> dict[str, torch.Tensor]:
+        """Inference-only render of rays (n, 3): what annotate needs and nothing more (eval mode assumed).
+
+        Always returns `label` (n,) int64 training index of the most probable class, `confidence` (n,) its
+        probability and `opacity` (n,); `rgb` (n, 3), `depth` (n,) (distance along the ray, not normalised) and
+        `probs` (n, C) only when asked. Same maths as `render_rays` in eval mode, except that
+        - the density is evaluated front to back in rounds of samples (4, 4, 8, 16, ... per ray), and a ray
+          whose transmittance has fallen below `stop_transmittance` gets no more samples (Instant-NGP's early
+          termination with the real density; the proxy early stop of the marcher is coarser): what is dropped
+          weighs less than stop_transmittance in all (None: every sample is evaluated);
+        - the colour head runs only when rgb is asked, and only on samples whose weight is at least
+          `min_weight` (the others change a colour by less than min_weight * 32 samples).
+        """
+        n = rays_o.shape[0]
+        t_starts, t_ends, ray_indices = self.march(rays_o, rays_d)
+        t_starts, t_ends, ray_indices, sigma, g = self._geometry_early_stop(
+            rays_o, rays_d, t_starts, t_ends, ray_indices, stop_transmittance
+        )
+        t_mid = 0.5 * (t_starts + t_ends)
+        weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
+        total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
+        opacity = accumulate(weights, None, ray_indices, n)
+        if self.config.semantic_head == "per_ray":
+            lin = self.semantic_head.net[-1]
+            logits = torch.addmm(opacity[:, None] * lin.bias, accumulate(weights, g, ray_indices, n), lin.weight.T)
+        else:
+            logits = accumulate(weights, self.semantic_head(g), ray_indices, n)
+        log_p = semantic_outputs(logits, opacity, total_tau, self.background_class_index)["log_probs"]
+        best, label = log_p.max(-1)  # one pass gives argmax and confidence
+        out = {"label": label, "confidence": best.exp(), "opacity": opacity}
+        if probs:
+            out["probs"] = log_p.exp()
+        if depth:
+            out["depth"] = accumulate(weights, t_mid, ray_indices, n)
+        if rgb:
+            keep = (weights >= min_weight).nonzero()[:, 0]
+            ri = ray_indices[keep]
+            rgb_s = self.color_head(g[keep], self.dir_encoding(rays_d), ri)
+            out["rgb"] = accumulate(weights[keep], rgb_s, ri, n) + (1.0 - opacity)[:, None] * self.background_color
+        return out
+
+    def _geometry_early_stop(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        t_starts: torch.Tensor,
+        t_ends: torch.Tensor,
+        ray_indices: torch.Tensor,
+        stop_transmittance: float | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sigma (S',), g (S', geo) of the packed samples in front of each ray's early stop (see render_labels),
+        with the samples kept: t_starts, t_ends, ray_indices, sigma, g, still packed by ray in t order."""
+        n, S = rays_o.shape[0], ray_indices.numel()
+
+        def points(sel: torch.Tensor | None) -> torch.Tensor:
+            ri = ray_indices if sel is None else ray_indices[sel]
+            tm = 0.5 * (t_starts + t_ends) if sel is None else 0.5 * (t_starts[sel] + t_ends[sel])
+            return torch.addcmul(rays_o[ri], rays_d[ri], tm[:, None])
+
+        if stop_transmittance is None or S == 0:
+            sigma, g = self.geometry(points(None))
+            return t_starts, t_ends, ray_indices, sigma, g
+        threshold = -math.log(stop_transmittance)
+        starts, counts = ray_starts(ray_indices, n)
+        dev = ray_indices.device
+        rank = torch.arange(S, device=dev) - starts[ray_indices]
+        tau = torch.zeros(n, dtype=t_starts.dtype, device=dev)  # optical depth so far per ray
+        sigma_all = torch.empty(S, dtype=t_starts.dtype, device=dev)
+        g_all: torch.Tensor | None = None
+        done = torch.zeros(S, dtype=torch.bool, device=dev)  # evaluated samples (written in place: no sort afterwards)
+        lo, size, max_rank = 0, 4, int(counts.max())
+        while lo < max_rank:
+            mask = (rank >= lo) & (rank < lo + size)
+            if lo > 0:
+                mask &= tau[ray_indices] < threshold
+            sel = mask.nonzero()[:, 0]
+            if sel.numel() == 0:
+                break
+            sigma, g = self.geometry(points(sel))
+            if g_all is None:
+                g_all = torch.empty(S, g.shape[1], dtype=g.dtype, device=dev)
+            sigma_all.index_copy_(0, sel, sigma)  # index_copy_: far cheaper than index_put on the CPU
+            g_all.index_copy_(0, sel, g)
+            done.index_fill_(0, sel, True)
+            tau.index_add_(0, ray_indices[sel], sigma * (t_ends[sel] - t_starts[sel]))
+            lo, size = lo + size, size if lo == 0 else size * 2
+        assert g_all is not None  # S > 0: the first round has every ray's first sample
+        if bool(done.all()):
+            return t_starts, t_ends, ray_indices, sigma_all, g_all
+        keep = done.nonzero()[:, 0]
+        return t_starts[keep], t_ends[keep], ray_indices[keep], sigma_all[keep], g_all[keep]

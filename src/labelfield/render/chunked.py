@@ -59,3 +59,49 @@ def render_image(
     finally:
         model.train(was_training)
     return {k: torch.cat(v).reshape(H, W, *v[0].shape[1:]) for k, v in parts.items()}
+
+
+def render_labels_image(
+    model: torch.nn.Module,
+    intrinsics: Intrinsics,
+    c2w: np.ndarray,
+    rgb: bool = False,
+    depth: bool = False,
+    probs: bool = False,
+    chunk: int = 1 << 16,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Inference-only render of one frame for annotate: labels and confidence, other outputs on request.
+
+    Uses the model's `render_labels` when it has one (no autograd, no colour head unless `rgb`, argmax and
+    confidence in one pass per chunk), else `render_image` and an argmax over its probabilities.
+
+    Returns CPU tensors: label (H, W) int64 training index of the most probable class, confidence (H, W) its
+    probability, opacity (H, W); rgb (H, W, 3), depth (H, W) z-depth in metres (0 where opacity < 0.5) and
+    probs (H, W, C) only when asked (same conventions as `render_image`).
+    """
+    H, W = intrinsics.height, intrinsics.width
+    if not hasattr(model, "render_labels"):
+        full = render_image(model, intrinsics, c2w, chunk=min(chunk, 16384), device=device)
+        conf, label = full["probs"].max(-1)
+        out = {"label": label, "confidence": conf, "opacity": full["opacity"]}
+        out.update({k: full[k] for k, want in (("rgb", rgb), ("depth", depth), ("probs", probs)) if want})
+        return out
+    rays_o, rays_d, z_scale = frame_rays(intrinsics, c2w, device)
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    try:
+        with torch.inference_mode():
+            for i in range(0, H * W, chunk):
+                ro, rd = rays_o[i : i + chunk], rays_d[i : i + chunk]
+                out = model.render_labels(ro, rd, rgb=rgb, depth=depth, probs=probs)
+                if depth:
+                    opacity = out["opacity"]
+                    z = out["depth"] / opacity.clamp(min=1e-6) * z_scale[i : i + chunk]
+                    out["depth"] = torch.where(opacity >= 0.5, z, 0.0)
+                for k, v in out.items():
+                    parts.setdefault(k, []).append(v.cpu())
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v).reshape(H, W, *v[0].shape[1:]) for k, v in parts.items()}
