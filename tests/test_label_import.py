@@ -17,7 +17,7 @@ from labelfield.export.command import ExportCommand
 from labelfield.formats import load_scene, write_scene
 from labelfield.label_import.command import import_labels
 from labelfield.label_import.readers import detect_source
-from labelfield.labelset import FrameRecord, read_labelset, write_frame, write_manifest
+from labelfield.labelset import FrameRecord, write_frame, write_manifest
 from labelfield.scene import ClassTable, Frame, Scene
 from labelfield.synth.toy import toy_scene
 
@@ -138,7 +138,7 @@ def test_coco_polygons_match_pycocotools(gt, tmp_path):
     poly = [3.0, 2.0, 27.5, 4.0, 20.0, 21.0, 5.0, 15.0]
     doc = {"images": [{"id": 7, "file_name": "images/frame_001.jpg", "width": 32, "height": 24}],
            "categories": [{"id": 9, "name": "floor"}],
-           "annotations": [{"id": 1, "image_id": 7, "category_id": 9, "segmentation": [poly], "area": 300}]}  # fmt: skip
+           "annotations": [{"id": 1, "image_id": 7, "category_id": 9, "segmentation": [poly], "area": 30}]}  # fmt: skip
     (tmp_path / "c.json").write_text(json.dumps(doc))
     scene = unlabelled_scene(gt, tmp_path / "scene")
     import_labels(tmp_path / "c.json", scene)

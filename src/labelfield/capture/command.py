@@ -112,7 +112,7 @@ def _resize(rgb: np.ndarray, max_size: int) -> np.ndarray:
 def _stages(show: bool):
     """A `stage(name, total) -> advance(n)` callback drawing one rich progress line per SfM stage."""
     if not show:
-        yield lambda name, total: (lambda k: None)
+        yield lambda name, total: lambda k: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -156,11 +156,22 @@ def capture(cmd: CaptureCommand, src: Path) -> tuple[SfmResult, Similarity, dict
                 "input": str(src.resolve()),
                 "kind": "video" if from_video else "images",
                 "candidates": candidates,
-                "frames": [{"name": f.name, "source_index": f.source_index, "sharpness": round(f.sharpness, 3),
-                            "registered": f.name in set(result.names)} for f in frames],  # fmt: skip
-                "sfm": {**result.stats, "camera_model": cmd.sfm.camera_model, "fov_hint": cmd.sfm.fov,
-                        "fix_intrinsics": cmd.sfm.fix_intrinsics,
-                        "undistorted": cmd.sfm.camera_model not in ("SIMPLE_PINHOLE", "PINHOLE")},  # fmt: skip
+                "frames": [
+                    {
+                        "name": f.name,
+                        "source_index": f.source_index,
+                        "sharpness": round(f.sharpness, 3),
+                        "registered": f.name in set(result.names),
+                    }
+                    for f in frames
+                ],  # fmt: skip
+                "sfm": {
+                    **result.stats,
+                    "camera_model": cmd.sfm.camera_model,
+                    "fov_hint": cmd.sfm.fov,
+                    "fix_intrinsics": cmd.sfm.fix_intrinsics,
+                    "undistorted": cmd.sfm.camera_model not in ("SIMPLE_PINHOLE", "PINHOLE"),
+                },  # fmt: skip
                 "normalisation": {
                     **sim.to_json(),
                     "how": "x' = scale * rotation @ x + translation; rotation takes the mean camera up (-y) to +z; "

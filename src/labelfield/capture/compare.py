@@ -35,7 +35,8 @@ def pose_errors(c2w_est: np.ndarray, c2w_gt: np.ndarray, scene_size: float | Non
 
     Returns `rot_deg` (N,): angle between each frame's rotation relative to frame 0 in the estimate and in the
     ground truth (gauge-free, accumulates drift); `step_rot_deg` (N-1,): the same for the rotation between
-    consecutive frames; `aligned_rot_deg` (N,): rotation error after the rotation of the best similarity;
+    consecutive frames; `aligned_rot_deg` (N,): rotation error after the one world rotation that best aligns
+    all frames (the chordal mean of R_gt R_est^T: drift split both ways);
     `pos` (N,): camera-centre distance after the best similarity from the estimate onto the ground truth,
     divided by `scene_size` (default: the longest side of the box of ground-truth centres); `alignment`.
     """
@@ -43,11 +44,21 @@ def pose_errors(c2w_est: np.ndarray, c2w_gt: np.ndarray, scene_size: float | Non
     rel_est = np.einsum("ji,njk->nik", est[0, :3, :3], est[:, :3, :3])  # R_0^T R_i: the gauge cancels
     rel_gt = np.einsum("ji,njk->nik", gt[0, :3, :3], gt[:, :3, :3])
     rot = rotation_angle_deg(np.einsum("nij,nkj->nik", rel_est, rel_gt))
-    step = rotation_angle_deg(np.einsum("nji,njk->nik", rel_est[:-1], rel_est[1:]) @ np.swapaxes(
-        np.einsum("nji,njk->nik", rel_gt[:-1], rel_gt[1:]), -1, -2))
+    step = rotation_angle_deg(
+        np.einsum("nji,njk->nik", rel_est[:-1], rel_est[1:])
+        @ np.swapaxes(np.einsum("nji,njk->nik", rel_gt[:-1], rel_gt[1:]), -1, -2)
+    )
     sim = umeyama(est[:, :3, 3], gt[:, :3, 3])
-    aligned = rotation_angle_deg(np.einsum("ij,njk,nlk->nil", sim.R, est[:, :3, :3], gt[:, :3, :3]))
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", gt[:, :3, :3], est[:, :3, :3]))  # sum R_gt R_est^T
+    W = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt  # the rotation closest to all R_gt R_est^T
+    aligned = rotation_angle_deg(np.einsum("ij,njk,nlk->nil", W, est[:, :3, :3], gt[:, :3, :3]))
     size = scene_size if scene_size is not None else float(np.ptp(gt[:, :3, 3], axis=0).max())
     pos = np.linalg.norm(sim.points(est[:, :3, 3]) - gt[:, :3, 3], axis=1) / max(size, 1e-12)
-    return {"rot_deg": rot, "step_rot_deg": step, "aligned_rot_deg": aligned, "pos": pos, "scene_size": size,
-            "alignment": sim}
+    return {
+        "rot_deg": rot,
+        "step_rot_deg": step,
+        "aligned_rot_deg": aligned,
+        "pos": pos,
+        "scene_size": size,
+        "alignment": sim,
+    }

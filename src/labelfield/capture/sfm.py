@@ -37,7 +37,8 @@ class SfmOptions:
     camera_model: Literal["SIMPLE_RADIAL", "RADIAL", "OPENCV", "SIMPLE_PINHOLE", "PINHOLE"] = "SIMPLE_RADIAL"
     """COLMAP camera model shared by all frames; models with distortion are undistorted to pinhole images."""
     fov: float | None = None
-    """Horizontal field of view hint in degrees (the initial focal length; phones: about 65-75). Default: COLMAP's guess."""
+    """Horizontal field of view hint in degrees: the initial focal length (phones: about 65-75; default: COLMAP's
+    guess from EXIF, else 1.2 x the image size)."""
     fix_intrinsics: bool = False
     """Keep the --fov focal length (and zero distortion) fixed instead of refining it in bundle adjustment."""
     max_features: int = 8192
@@ -140,8 +141,6 @@ def run_sfm(
     extraction.num_threads = threads
     extraction.sift.max_num_features = options.max_features
     extraction.sift.peak_threshold = options.peak_threshold
-    for k, v in _env_overrides("LF_SIFT_"):  # experiments only
-        setattr(extraction.sift, k, type(getattr(extraction.sift, k))(v))
     advance = stage("extracting SIFT features", None)
     pycolmap.extract_features(
         db, image_dir, image_names=files, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
@@ -151,8 +150,6 @@ def run_sfm(
 
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = threads
-    for k, v in _env_overrides("LF_MATCH_"):
-        setattr(matching, k, type(getattr(matching, k))(v))
     use_sequential = options.matcher == "sequential" or (
         options.matcher == "auto" and (sequential or n > EXHAUSTIVE_MAX)
     )
@@ -164,7 +161,7 @@ def run_sfm(
     else:
         pycolmap.match_exhaustive(db, matching_options=matching, device=pycolmap.Device.cpu)
     advance(1)
-    stats = _match_stats(pycolmap, db, n)
+    stats = {**_match_stats(pycolmap, db, n), "matcher": "sequential" if use_sequential else "exhaustive"}
 
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = threads
@@ -211,10 +208,6 @@ def run_sfm(
         image_root = undist / "images"
         advance(1)
     return _result(best, names, files, image_root, stats, model_dir)
-
-
-def _env_overrides(prefix):
-    return [(k[len(prefix):].lower(), v) for k, v in os.environ.items() if k.startswith(prefix)]
 
 
 def _initial_params(model: str, f: float, width: int, height: int) -> str:

@@ -161,7 +161,10 @@ class LabelsCommand:
     """Labels of a scene: import them from annotation tools, or show the class table."""
 
     action: tyro.conf.OmitSubcommandPrefixes[
-        Union[Annotated[ImportCommand, tyro.conf.subcommand("import")], Annotated[ShowCommand, tyro.conf.subcommand("show")]]  # noqa: UP007, E501
+        Union[
+            Annotated[ImportCommand, tyro.conf.subcommand("import")],
+            Annotated[ShowCommand, tyro.conf.subcommand("show")],
+        ]  # noqa: UP007, E501
     ]
     """What to do."""
 

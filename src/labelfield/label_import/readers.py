@@ -21,7 +21,6 @@ matched too, see `match_frames`).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import xml.etree.ElementTree as ET
