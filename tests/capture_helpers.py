@@ -71,9 +71,11 @@ def scene_size(scene: Scene, stride: int = 8) -> float:
     return float(np.ptp(allp, axis=0).max())
 
 
-def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 400, seed: int = 0) -> float:
+def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 300, seed: int = 0) -> float:
     """THE fit adapter: fit `scene` (RGB only) with labels on `labelled`, return mIoU on the other frames
-    against their ground-truth labels (`gt_labels` in each frame's arrays, else its label file)."""
+    against their ground-truth labels (`gt_labels` in each frame's arrays, else its label file).
+
+    One thread: under a loaded CPU, OpenMP's spinning threads slow small fits twenty-fold."""
     from labelfield.evaluate.metrics import ConfusionMatrix
     from labelfield.render.chunked import render_image
     from labelfield.run import load_run
@@ -81,8 +83,9 @@ def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 400, see
     from labelfield.train.trainer import fit
 
     cfg = FitConfig(out=out, labelled=",".join(map(str, labelled)), steps=steps, batch_rays=1024, log_every=50,
-                    progress=False, seed=seed)  # fmt: skip
-    small = dict(log2_table_size=16, n_levels=12, max_resolution=512, occupancy_resolution=32, hidden_dim=32)
+                    progress=False, seed=seed, threads=1, semantic_weight=1.0, labelled_ray_fraction=0.5)  # fmt: skip
+    small = dict(log2_table_size=16, n_levels=12, max_resolution=512, occupancy_resolution=32, hidden_dim=32,
+                 samples_per_diagonal=128, max_samples_per_ray=48)  # fmt: skip
     cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **small))
     fit(cfg, scene=scene)
     run = load_run(out, scene=scene)

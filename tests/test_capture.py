@@ -144,7 +144,7 @@ def test_capture_from_video(room, captured_video):
 @pytest.mark.sfm
 def test_fit_on_captured_poses_matches_fit_on_true_poses(room, captured_video, tmp_path):
     """Labels imported into the captured scene (label PNGs named like its frames) label the other frames as
-    well as a fit on the true poses does (same frames, labels, config and seed)."""
+    well as a fit on the true poses does (same frames, labels, config, seed and scene frame)."""
     meta = json.loads((captured_video / "capture.json").read_text())
     source = {f["name"]: f["source_index"] for f in meta["frames"]}
     cap = load_scene(captured_video)
@@ -163,8 +163,11 @@ def test_fit_on_captured_poses_matches_fit_on_true_poses(room, captured_video, t
     assert cap.labelled_indices() == labelled and cap.classes.names == room.classes.names
     for f in cap.frames:
         f.arrays["gt_labels"] = room.frames[source[f.name]].load_labels()
-    # RGB only, as the capture: frames copied without their depth
-    truth = Scene([replace(room.frames[source[f.name]], depth_path=None) for f in cap.frames], room.classes)
+    # The true poses, moved by one similarity into the captured scene's frame (so both fits get the same scene
+    # box and scale: only the pose errors differ), RGB only as the capture: frames copied without their depth.
+    gt_frames = [room.frames[source[f.name]] for f in cap.frames]
+    to_cap = umeyama(np.stack([g.c2w[:3, 3] for g in gt_frames]), cap.poses()[:, :3, 3])
+    truth = Scene([replace(g, c2w=to_cap.pose(g.c2w), depth_path=None) for g in gt_frames], room.classes)
     miou_cap = fit_miou(cap, tmp_path / "run_cap", labelled)
     miou_true = fit_miou(truth, tmp_path / "run_true", labelled)
     print(json.dumps({"miou_captured": miou_cap, "miou_true_poses": miou_true}))

@@ -143,11 +143,14 @@ def capture(cmd: CaptureCommand, src: Path) -> tuple[SfmResult, Similarity, dict
     frames, from_video, candidates = load_frames(cmd, src)
     with tempfile.TemporaryDirectory(prefix="labelfield-capture-") as tmp:
         work = Path(tmp)
-        image_dir = work / "input"
-        files = []
-        for f in frames:
-            files.append(f"{f.name}.png")
-            write_image(image_dir / files[-1], _resize(f.rgb, cmd.max_size))
+        h, w = frames[0].rgb.shape[:2]
+        if all(f.path is not None for f in frames) and (cmd.max_size <= 0 or max(h, w) <= cmd.max_size):
+            image_dir, files = src, [f.path.name for f in frames]  # the originals: COLMAP reads their EXIF focal
+        else:
+            image_dir, files = work / "input", []
+            for f in frames:
+                files.append(f"{f.name}.png")
+                write_image(image_dir / files[-1], _resize(f.rgb, cmd.max_size))
         with _stages(cmd.progress) as stage:
             result = run_sfm(image_dir, [f.name for f in frames], files, work, cmd.sfm, from_video, stage)
             stage("writing the scene", None)

@@ -28,6 +28,7 @@ class SampledFrame:
     rgb: np.ndarray
     source_index: int
     sharpness: float
+    path: Path | None = None  # the image file, for a folder input
 
 
 def sharpness(rgb: np.ndarray) -> float:
@@ -74,7 +75,7 @@ def read_folder(folder: Path, blur_ratio: float = 0.0) -> tuple[list[SampledFram
             img = np.repeat(img[..., None], 3, -1)
         if img.dtype != np.uint8:
             img = (img / 257.0).round().astype(np.uint8)
-        out.append(SampledFrame(p.stem, np.ascontiguousarray(img[..., :3]), k, 0.0))
+        out.append(SampledFrame(p.stem, np.ascontiguousarray(img[..., :3]), k, 0.0, p))
     sizes = {f.rgb.shape[:2] for f in out}
     if len(sizes) > 1:
         raise LabelfieldError(f"images differ in size ({len(sizes)} sizes); resize them to one size first", folder)
