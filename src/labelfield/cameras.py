@@ -83,6 +83,11 @@ class Intrinsics:
         return self.cx + 0.5, self.cy + 0.5
 
 
+def from_half_pixel_uv(uv: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (..., 2) from a source with pixel centres at +0.5 (COLMAP keypoints) -> internal."""
+    return np.asarray(uv, np.float64) - 0.5
+
+
 # --- pose conventions -----------------------------------------------------------------------------
 def opengl_to_opencv(c2w_gl: np.ndarray) -> np.ndarray:
     """OpenGL c2w (nerfstudio, instant-ngp, Blender) -> OpenCV c2w: flip the camera's y and z axes.

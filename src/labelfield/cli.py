@@ -17,6 +17,7 @@ from labelfield.errors import LabelfieldError
 # (subcommand, module, class) in pipeline order. Modules import lazily-heavy deps inside run().
 COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "labelfield.synth.command", "SynthCommand"),
+    ("capture", "labelfield.capture.command", "CaptureCommand"),
     ("info", "labelfield.formats.command", "InfoCommand"),
     ("convert", "labelfield.formats.command", "ConvertCommand"),
     ("fit", "labelfield.train.command", "FitCommand"),
@@ -25,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("baseline", "labelfield.baselines.command", "BaselineCommand"),
     ("export", "labelfield.export.command", "ExportCommand"),
     ("batch", "labelfield.batch.command", "BatchCommand"),
+    ("labels", "labelfield.label_import.command", "LabelsCommand"),
     ("demo", "labelfield.demo", "DemoCommand"),
     ("serve", "labelfield.serve.command", "ServeCommand"),
 ]

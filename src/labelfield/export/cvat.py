@@ -89,6 +89,58 @@ def export_cvat(labelset: LabelSet, out: str | Path) -> Path:
     return out
 
 
+def _parse_labelmap(text: str) -> list[tuple[str, tuple[int, int, int]]]:
+    """labelmap.txt -> (name, colour) per line, in order."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, color = line.split(":")[:2]
+        out.append((name, tuple(int(x) for x in color.split(","))))
+    return out
+
+
+def parse_cvat_masks(path: str | Path) -> tuple[list[tuple[str, tuple[int, int, int]]], dict[str, np.ndarray]]:
+    """Decode a CVAT "Segmentation mask 1.1" export (the zip, or its extracted folder).
+
+    Returns the label map [(name, rgb)] in labelmap.txt order and frame name -> (H, W) int64 index into it.
+    Frames are the names in ImageSets/Segmentation/default.txt (all of SegmentationClass/ when absent).
+    Raises LabelfieldError for a missing part or a mask colour that is not in the label map.
+    """
+    path = Path(path)
+
+    def reader():
+        if path.is_dir():
+            files = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
+            return files, lambda k: files[k].read_bytes()
+        z = zipfile.ZipFile(path)
+        return {n: n for n in z.namelist()}, z.read
+
+    try:
+        files, read = reader()
+        labelmap = _parse_labelmap(read("labelmap.txt").decode())
+        key_of = {((r << 16) | (g << 8) | b): k for k, (_, (r, g, b)) in enumerate(labelmap)}
+        if "ImageSets/Segmentation/default.txt" in files:
+            names = [n for n in read("ImageSets/Segmentation/default.txt").decode().splitlines() if n.strip()]
+        else:
+            names = sorted(Path(f).stem for f in files if f.startswith("SegmentationClass/") and f.endswith(".png"))
+        out = {}
+        for n in names:
+            img = np.array(Image.open(io.BytesIO(read(f"SegmentationClass/{n}.png"))).convert("RGB"))
+            key = (img[..., 0].astype(np.int64) << 16) | (img[..., 1].astype(np.int64) << 8) | img[..., 2]
+            uniq, inv = np.unique(key, return_inverse=True)
+            missing = [int(u) for u in uniq if int(u) not in key_of]
+            if missing:
+                c = missing[0]
+                raise LabelfieldError(
+                    f"mask {n}.png has colour {(c >> 16, (c >> 8) & 255, c & 255)} that is not in labelmap.txt", path
+                )
+            out[n] = np.array([key_of[int(u)] for u in uniq], np.int64)[inv.reshape(key.shape)]
+    except (KeyError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise LabelfieldError(f"not a CVAT segmentation mask export ({e})", path) from e
+    return labelmap, out
+
+
 def read_cvat(path: str | Path, classes: ClassTable) -> dict[str, np.ndarray]:
     """Read a CVAT mask zip back: frame name -> (H, W) original ids, classes matched by label name.
 
@@ -97,34 +149,15 @@ def read_cvat(path: str | Path, classes: ClassTable) -> dict[str, np.ndarray]:
     path = Path(path)
     by_name = {_label_name(n): cid for cid, n in zip(classes.ids, classes.names)}
     by_name[BACKGROUND] = classes.void_id
-    try:
-        with zipfile.ZipFile(path) as z:
-            color_to_id: dict[tuple[int, int, int], int] = {}
-            for line in z.read("labelmap.txt").decode().splitlines():
-                if not line.strip() or line.startswith("#"):
-                    continue
-                name, color = line.split(":")[:2]
-                rgb = tuple(int(x) for x in color.split(","))
-                if name not in by_name:
-                    tail = name.rsplit("_", 1)
-                    if len(tail) == 2 and tail[1].isdigit() and int(tail[1]) in classes.ids:
-                        by_name[name] = int(tail[1])  # a renamed duplicate
-                    else:
-                        raise LabelfieldError(f"label {name!r} is not in the class table", path)
-                color_to_id[rgb] = by_name[name]
-            names = [n for n in z.read("ImageSets/Segmentation/default.txt").decode().splitlines() if n]
-            out = {}
-            for n in names:
-                img = np.array(Image.open(io.BytesIO(z.read(f"SegmentationClass/{n}.png"))).convert("RGB"))
-                key = (img[..., 0].astype(np.int64) << 16) | (img[..., 1].astype(np.int64) << 8) | img[..., 2]
-                lab = np.zeros(img.shape[:2], np.int64)
-                known = np.zeros(img.shape[:2], bool)
-                for (r, g, b), cid in color_to_id.items():
-                    m = key == ((r << 16) | (g << 8) | b)
-                    lab[m], known[m] = cid, True
-                if not known.all():
-                    raise LabelfieldError(f"mask {n}.png has colours not in labelmap.txt", path)
-                out[n] = lab
-    except (KeyError, zipfile.BadZipFile, ValueError) as e:
-        raise LabelfieldError(f"not a CVAT segmentation mask archive ({e})", path) from e
-    return out
+    labelmap, masks = parse_cvat_masks(path)
+    lut = []
+    for name, _ in labelmap:
+        if name not in by_name:
+            tail = name.rsplit("_", 1)
+            if len(tail) == 2 and tail[1].isdigit() and int(tail[1]) in classes.ids:
+                by_name[name] = int(tail[1])  # a renamed duplicate
+            else:
+                raise LabelfieldError(f"label {name!r} is not in the class table", path)
+        lut.append(by_name[name])
+    lut_a = np.array(lut, np.int64)
+    return {n: lut_a[m] for n, m in masks.items()}
