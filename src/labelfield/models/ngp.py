@@ -111,8 +111,12 @@ class NGPModel(Model):
         near: float | torch.Tensor | None = None,
         far: float | torch.Tensor | None = None,
         background: torch.Tensor | None = None,
+        return_samples: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Render rays (n, 3) (unit directions); see models/base.py for the outputs.
+
+        return_samples: also return the packed samples (for the ray-termination and distortion losses):
+        t_starts, t_ends, ray_indices, weights (n_samples,), weights carrying the graph.
 
         near, far: scalars or (n,) distances (None: config.near and the box exit); background: (3,) or (n, 3)
         colour for the remaining transmittance (None: config.background_color). Training mode jitters the
@@ -155,4 +159,6 @@ class NGPModel(Model):
             "n_samples": torch.tensor(len(ray_indices)),
         }
         out.update(semantic_outputs(logits, opacity, total_tau, self.background_class_index))
+        if return_samples:
+            out.update(t_starts=t_starts, t_ends=t_ends, ray_indices=ray_indices, weights=weights)
         return out

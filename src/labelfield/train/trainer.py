@@ -300,6 +300,10 @@ def fit(
         )
 
     loop = _Loop(config, model, optimizer, dataset, sampler, device, model_args["near"], run_dir, model_args)
+    if start_step < config.steps:  # RGB-only geometry priors (None when all off: the loop runs unchanged)
+        from labelfield.train.geometry_priors import build_geometry_priors
+
+        loop.priors = build_geometry_priors(config, scene, dataset, model, run_dir, console)
     return loop.run(start_step, seconds_before, console, on_step)
 
 
@@ -344,6 +348,7 @@ class _Loop:
         self.config, self.model, self.optimizer = config, model, optimizer
         self.dataset, self.sampler, self.device, self.near = dataset, sampler, device, near
         self.run_dir, self.model_args = run_dir, model_args
+        self.priors: Any = None  # train.geometry_priors.GeometryPriors, set by fit when a prior is on
 
     def save(self, step: int, seconds: float) -> Path:
         state = {
@@ -371,15 +376,21 @@ class _Loop:
         cfg = self.config
         self.set_lr(step, lr_progress)
         self.model.before_step(step)
-        batch = self.dataset.sample(cfg.batch_rays, self.sampler).to(self.device)
-        pred = self.model.render_rays(batch.rays_o, batch.rays_d)  # near: in the model config (see fit)
+        priors = self.priors
+        if priors is None:
+            batch = self.dataset.sample(cfg.batch_rays, self.sampler).to(self.device)
+        else:
+            batch = priors.sample(self.dataset, cfg.batch_rays, self.sampler).to(self.device)
+        kw = {} if priors is None else priors.render_kwargs
+        pred = self.model.render_rays(batch.rays_o, batch.rays_d, **kw)  # near: in the model config (see fit)
         losses = compute_losses(
             pred, batch.rgb, batch.labels, cfg.semantic_weight, batch.depth, batch.z_scale, cfg.depth_weight
         )
+        total = losses.total if priors is None else losses.total + priors.loss(pred, len(batch), lr_progress)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
+        total.backward()
         self.optimizer.step()
-        return losses.total.detach(), losses.mse
+        return total.detach(), losses.mse
 
     def run(
         self, start_step: int, seconds_before: float, console: Console, on_step: Callable[[int], None] | None
