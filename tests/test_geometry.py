@@ -183,3 +183,25 @@ def test_render_rays_returns_samples_only_when_asked():
     assert full["weights"].shape == full["t_starts"].shape == full["ray_indices"].shape
     acc = torch.zeros(4).index_add_(0, full["ray_indices"], full["weights"])
     assert torch.allclose(acc, full["opacity"], atol=1e-5)
+
+
+def test_near_camera_gradient_scaling_keeps_the_forward_pass():
+    from labelfield.models import build_model
+
+    base = FitConfig().model_config
+    base = dataclasses.replace(base, log2_table_size=10, n_levels=4, max_resolution=32, occupancy_resolution=16)
+    box = np.array([[-1.0] * 3, [1.0] * 3])
+    o = torch.zeros(8, 3)
+    d = torch.nn.functional.normalize(torch.randn(8, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
+    grads, outs = [], []
+    for r in (0.0, 5.0):  # 5 m: every sample in the 2 m box is "near", its gradient scaled by (t / 5)^2 < 0.12
+        torch.manual_seed(0)
+        model = build_model("ngp", dataclasses.replace(base, near_grad_radius=r), box, 3, None)
+        model.train()
+        torch.manual_seed(1)  # same stratified jitter
+        out = model.render_rays(o, d, background=torch.zeros(3))
+        out["rgb"].sum().backward()
+        outs.append(out["rgb"].detach())
+        grads.append(float(sum(p.grad.abs().sum() for p in model.density_head.parameters())))
+    assert torch.allclose(outs[0], outs[1])
+    assert 0 < grads[1] < 0.2 * grads[0]

@@ -86,6 +86,10 @@ class ModelConfig:
     (opaque fog right in front of each camera, painted with its view: train PSNR 27, held-out 14, held-out
     label accuracy 0.3 vs 0.94 with the constant colour). For RGBA data the trainer can pass its own random
     colours to render_rays and composite the target over them."""
+    near_grad_radius: float = 0.0
+    """Training only: scale the gradient of each sample's density and features by min(1, (t / r)^2), t its
+    distance from the camera, r this radius in metres ("Floaters No More", Philip & Deschaintre 2023: samples
+    near a camera are seen by few rays and get outsized gradients); 0 = off."""
 
 
 class Model(nn.Module):

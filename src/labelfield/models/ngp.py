@@ -31,6 +31,11 @@ from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
 
 
+def _scale_grad(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x in the forward pass; gradient multiplied by `scale` (broadcastable to x) in the backward pass."""
+    return x.detach() + (x - x.detach()) * scale
+
+
 class NGPModel(Model):
     """Semantic Instant-NGP field over the box `aabb` (2, 3) with `num_classes` semantic classes."""
 
@@ -140,6 +145,10 @@ class NGPModel(Model):
         t_mid = 0.5 * (t_starts + t_ends)
         x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
         sigma, g = self.geometry(x)
+        if self.training and self.config.near_grad_radius > 0:  # forward unchanged, gradient scaled down
+            scale = (t_mid.detach() / self.config.near_grad_radius).square().clamp(max=1.0)
+            sigma = _scale_grad(sigma, scale)
+            g = _scale_grad(g, scale[:, None])
         rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
         weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
         total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
