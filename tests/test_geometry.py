@@ -159,7 +159,7 @@ def test_fit_without_keypoint_matches_warns_once_and_trains(tmp_path):
     cfg = FitConfig(out=tmp_path / "run", labelled="every:3", steps=6, batch_rays=128, progress=False)
     small = dict(log2_table_size=12, n_levels=4, max_resolution=64, occupancy_resolution=16, hidden_dim=16)
     cfg = dataclasses.replace(
-        cfg, model_config=dataclasses.replace(cfg.model_config, **small), keypoint_depth=True, distortion_weight=0.01
+        cfg, model_config=dataclasses.replace(cfg.model_config, **small), keypoint_depth="on", distortion_weight=0.01
     )
     buf = io.StringIO()
     result = fit(cfg, scene=scene, console=Console(file=buf, width=200))
@@ -205,3 +205,12 @@ def test_near_camera_gradient_scaling_keeps_the_forward_pass():
         grads.append(float(sum(p.grad.abs().sum() for p in model.density_head.parameters())))
     assert torch.allclose(outs[0], outs[1])
     assert 0 < grads[1] < 0.2 * grads[0]
+
+
+def test_keypoint_depth_auto_is_on_exactly_without_depth_supervision():
+    from labelfield.train.geometry_priors import _keypoints_wanted
+
+    scene = toy_scene(2, 8, 6)
+    console = Console(file=io.StringIO())
+    assert _keypoints_wanted(FitConfig(depth_loss=False), scene, console)
+    assert not _keypoints_wanted(FitConfig(depth_loss=True), scene, console)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,9 @@ def build_geometry_priors(
     `render_rays` cannot return its samples: one warning line, the sample-based terms are skipped.
     """
     cfg = config
-    wants_samples = cfg.keypoint_depth or cfg.distortion_weight > 0
+    if cfg.keypoint_depth == "auto":
+        cfg = replace(cfg, keypoint_depth="on" if _keypoints_wanted(cfg, scene, console) else "off")
+    wants_samples = cfg.keypoint_depth == "on" or cfg.distortion_weight > 0
     if not (wants_samples or cfg.opacity_entropy_weight > 0):
         return None
     if wants_samples and "return_samples" not in inspect.signature(model.render_rays).parameters:
@@ -142,11 +145,13 @@ def build_geometry_priors(
         if cfg.opacity_entropy_weight <= 0:
             return None
     keypoints = None
-    if cfg.keypoint_depth:
+    if cfg.keypoint_depth == "on":
         from labelfield.geometry.triangulate import load_or_triangulate
 
         t0 = time.perf_counter()
+        threads = torch.get_num_threads()
         sd, cached = load_or_triangulate(scene, Path(run_dir) / SPARSE_DEPTH_FILE)
+        torch.set_num_threads(threads)  # OpenCV's thread pool must not change torch's (bit-exact resume)
         n_points = len(sd.points)
         if n_points < cfg.keypoint_min_points:
             console.print(
@@ -166,6 +171,24 @@ def build_geometry_priors(
 
 
 def _without_sample_terms(cfg: FitConfig) -> FitConfig:
-    from dataclasses import replace
+    return replace(cfg, keypoint_depth="off", distortion_weight=0.0)
 
-    return replace(cfg, keypoint_depth=False, distortion_weight=0.0)
+
+def depth_supervised(config: FitConfig, scene: Scene) -> bool:
+    """Whether the fit trains on depth maps (`depth_loss` as a bool, or as "auto"/"on"/"off")."""
+    d = config.depth_loss
+    if isinstance(d, str):
+        return d == "on" or (d == "auto" and scene.frames[0].has_depth())
+    return bool(d)
+
+
+def _keypoints_wanted(config: FitConfig, scene: Scene, console: Console) -> bool:
+    """keypoint_depth "auto": on without depth supervision, when OpenCV is there (else one hint line)."""
+    if depth_supervised(config, scene):
+        return False
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        console.print("hint: RGB-only fit; pip install 'labelfield[geometry]' for keypoint depth (better geometry)")
+        return False
+    return True
