@@ -88,6 +88,10 @@ class NGPConfig:
     inward-looking cameras it can drive the field into opaque fog in front of each camera that paints that
     camera's view. For RGBA data the trainer can pass its own random colours to render_rays and composite
     the target over them."""
+    near_grad_radius: float = 0.0
+    """Training only: scale the gradient of each sample's density and features by min(1, (t / r)^2), t its
+    distance from the camera, r this radius in metres (samples near a camera are seen by few rays and get
+    outsized gradients, "Floaters No More"); 0 = off."""
     lr_scale: float = 1.0
     """This model's learning rate is --lr x lr_scale."""
     adam_eps: float = 1e-15

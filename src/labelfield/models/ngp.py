@@ -33,6 +33,11 @@ from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
 
 
+def _scale_grad(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x in the forward pass; gradient multiplied by `scale` (broadcastable to x) in the backward pass."""
+    return x.detach() + (x - x.detach()) * scale
+
+
 class NGPModel(Model):
     """Semantic Instant-NGP field over the box `aabb` (2, 3) with `num_classes` semantic classes."""
 
@@ -116,8 +121,12 @@ class NGPModel(Model):
         near: float | torch.Tensor | None = None,
         far: float | torch.Tensor | None = None,
         background: torch.Tensor | None = None,
+        return_samples: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Render rays (n, 3) (unit directions); see models/base.py for the outputs.
+
+        return_samples: also return the packed samples (for the ray-termination and distortion losses):
+        t_starts, t_ends, ray_indices, weights (n_samples,), weights carrying the graph.
 
         near, far: scalars or (n,) distances (None: `self.near` and the box exit); background: (3,) or (n, 3)
         colour for the remaining transmittance (None: config.background_color). Training mode jitters the
@@ -127,8 +136,12 @@ class NGPModel(Model):
         t_mid = 0.5 * (t_starts + t_ends)
         x = rays_o[ray_indices] + rays_d[ray_indices] * t_mid[:, None]
         sigma, g = self.geometry(x)
+        if self.training and self.config.near_grad_radius > 0:  # forward unchanged, gradient scaled down
+            scale = (t_mid.detach() / self.config.near_grad_radius).square().clamp(max=1.0)
+            sigma = _scale_grad(sigma, scale)
+            g = _scale_grad(g, scale[:, None])
         rgb_s = self.color_head(g, self.dir_encoding(rays_d), ray_indices)
-        return self.composite(t_starts, t_ends, ray_indices, sigma, g, rgb_s, rays_o, background)
+        return self.composite(t_starts, t_ends, ray_indices, sigma, g, rgb_s, rays_o, background, return_samples)
 
     # The stages of render_rays, apart so benchmarks/bench_step.py can time each one.
     def march(
@@ -181,6 +194,7 @@ class NGPModel(Model):
         rgb_s: torch.Tensor,
         rays_o: torch.Tensor,
         background: torch.Tensor | None = None,
+        return_samples: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Per-sample sigma (S,), g (S, geo), rgb_s (S, 3) -> the per-ray outputs of render_rays."""
         n = rays_o.shape[0]
@@ -203,6 +217,8 @@ class NGPModel(Model):
             "n_samples": torch.tensor(len(ray_indices)),
         }
         out.update(semantic_outputs(logits, opacity, total_tau, self.background_class_index))
+        if return_samples:
+            out.update(t_starts=t_starts, t_ends=t_ends, ray_indices=ray_indices, weights=weights)
         return out
 
     # --- inference ----------------------------------------------------------------------------------

@@ -85,6 +85,25 @@ class FitConfig:
     """Load the scene's images downscaled by this integer factor."""
     progress: bool = True
     """Show a progress bar."""
+    # --- geometry priors for RGB-only scenes (train/geometry_priors.py) ---
+    keypoint_depth: Literal["auto", "on", "off"] = "auto"
+    """Triangulate matched keypoints with the known poses (cached in RUN/sparse_depth.npz) and pull the weights
+    of rays through them to the point's depth (DS-NeRF). auto: on when the depth loss is off and OpenCV (extra
+    `geometry`) is installed."""
+    keypoint_ray_fraction: float = 0.125
+    """Share of each batch drawn from keypoint rays when --keypoint-depth is on."""
+    keypoint_weight: float = 0.05
+    """Weight of the ray-termination loss."""
+    keypoint_sigma_start: float = 0.2
+    """Gaussian sigma of the ray-termination target at the start, as a fraction of the point's depth."""
+    keypoint_sigma_end: float = 0.02
+    """... annealed geometrically to this by the middle of the run."""
+    keypoint_min_points: int = 50
+    """Fewer triangulated points than this: one warning, and training goes on without them."""
+    distortion_weight: float = 0.0
+    """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off."""
+    opacity_entropy_weight: float = 0.0
+    """Weight of a binary-entropy prior on every ray's opacity (opaque or empty, not in between); 0 = off."""
 
     @property
     def model(self) -> str:

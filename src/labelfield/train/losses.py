@@ -89,3 +89,79 @@ def compute_losses(
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB for colours in [0, 1]."""
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+# --- geometry priors for RGB-only scenes (packed samples: see render/composite.py) -------------------
+def ray_termination_loss(
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    weights: torch.Tensor,
+    target_t: torch.Tensor,
+    sigma: torch.Tensor | float,
+    ray_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DS-NeRF's depth term: KL from a Gaussian N(target_t, sigma^2) along the ray to the ray's weights.
+
+    Up to a constant, KL(q || w) = -sum_i q_i log(w_i + eps) with q_i the Gaussian's mass over sample i's
+    interval [t_start, t_end) (exact, via erf, so it is well behaved for any sigma, also below the step
+    size). Raising w_i near the target needs density there and transparency in front of it: floaters and
+    semi-transparent surfaces both cost. Mass that falls in skipped (empty) space adds nothing.
+
+    Args:
+        t_starts, t_ends, ray_indices, weights: (n_samples,) packed samples of the rendered rays.
+        target_t: (n_rays,) target distance along each ray; rays with target_t <= 0 are ignored.
+        sigma: scalar or (n_rays,) standard deviation in metres.
+        ray_weight: (n_rays,) confidence per ray (None: 1).
+    Returns the confidence-weighted mean over rays with a target (0 when there is none).
+    """
+    n = target_t.shape[0]
+    has = target_t > 0
+    sig = torch.as_tensor(sigma, dtype=t_starts.dtype, device=t_starts.device).expand(n)
+    d = target_t[ray_indices]
+    s = sig[ray_indices] * math.sqrt(2.0)
+    q = 0.5 * (torch.erf((t_ends - d) / s) - torch.erf((t_starts - d) / s))  # (n_samples,)
+    per_sample = -q.detach() * torch.log(weights + 1e-5)
+    per_ray = torch.zeros(n, dtype=per_sample.dtype, device=per_sample.device).index_add_(0, ray_indices, per_sample)
+    rw = has.to(per_ray.dtype) if ray_weight is None else ray_weight.to(per_ray.dtype) * has
+    return (per_ray * rw).sum() / rw.sum().clamp_min(1e-8)
+
+
+def distortion_loss(
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    weights: torch.Tensor,
+    n_rays: int,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Mip-NeRF 360's distortion loss over packed samples, mean over rays, O(n_samples).
+
+    L_r = sum_{i,j} w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 (t_end_i - t_start_i), with midpoints m and
+    distances divided by `scale` (e.g. the scene diagonal, so the weight does not depend on the scene's size).
+    The double sum is 2 sum_i w_i (m_i W_<i - S_<i) with per-ray exclusive cumulative sums W of w and S of w m
+    (samples are sorted by t within a ray). It is small when each ray's weight sits in one short interval.
+    """
+    from labelfield.render.composite import exclusive_segment_cumsum
+
+    if weights.numel() == 0:
+        return weights.sum()
+    m = 0.5 * (t_starts + t_ends) / scale
+    delta = (t_ends - t_starts) / scale
+    w_before = exclusive_segment_cumsum(weights, ray_indices, n_rays)
+    wm_before = exclusive_segment_cumsum(weights * m, ray_indices, n_rays)
+    inter = 2.0 * weights * (m * w_before - wm_before)
+    intra = weights.square() * delta / 3.0
+    return (inter + intra).sum() / max(n_rays, 1)
+
+
+def opacity_entropy_loss(opacity: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy of the rays' opacity (n,): pushes each ray to fully opaque or fully empty."""
+    o = opacity.clamp(1e-5, 1.0 - 1e-5)
+    return -(o * torch.log(o) + (1.0 - o) * torch.log1p(-o)).mean()
+
+
+def annealed(progress: float, start: float, end: float, until: float = 0.5) -> float:
+    """Geometric interpolation from `start` to `end` as progress goes from 0 to `until` (then `end`)."""
+    p = min(max(progress / until, 0.0), 1.0) if until > 0 else 1.0
+    return start * (end / start) ** p if start > 0 and end > 0 else end

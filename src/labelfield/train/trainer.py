@@ -211,6 +211,9 @@ class TrainState:
     """Completed optimisation steps."""
     seconds: float = 0.0
     """Training seconds before this invocation (over resumes)."""
+    priors: Any = None
+    """`train.geometry_priors.GeometryPriors` when an RGB-only geometry prior is on (keypoint depth,
+    distortion, opacity), else None and the step runs unchanged."""
 
 
 def validate(config: FitConfig) -> tuple[RunFolder, bool]:
@@ -349,15 +352,24 @@ def train_step(
     """One optimisation step at `step` (at the lrs `state.schedule` set). Returns (loss, mse) tensors on the
     device (no sync)."""
     state.model.before_step(step)
-    batch = dataset.sample(config.batch_rays, state.sampler).to(device)
-    pred = state.model.render_rays(batch.rays_o, batch.rays_d)  # near: the model's (the scene's unless set)
+    priors = state.priors
+    if priors is None:
+        batch = dataset.sample(config.batch_rays, state.sampler).to(device)
+        pred = state.model.render_rays(batch.rays_o, batch.rays_d)  # near: the model's (the scene's unless set)
+    else:
+        batch = priors.sample(dataset, config.batch_rays, state.sampler).to(device)
+        pred = state.model.render_rays(batch.rays_o, batch.rays_d, **priors.render_kwargs)
     losses = compute_losses(
         pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight
     )
+    total = losses.total
+    if priors is not None:
+        progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
+        total = total + priors.loss(pred, len(batch), progress)
     state.optimizer.zero_grad(set_to_none=True)
-    losses.total.backward()
+    total.backward()
     state.optimizer.step()
-    return losses.total.detach(), losses.mse
+    return total.detach(), losses.mse
 
 
 def save_state(prep: Prepared, state: TrainState, step: int, seconds: float) -> Path:
@@ -540,6 +552,11 @@ def run_fit(config: FitConfig, scene: Scene | None = None, on_progress: Progress
     write_run(prep, state)
     if state.step < config.steps:
         message(on_progress, summary(prep))
+        from labelfield.train.geometry_priors import build_geometry_priors
+
+        state.priors = build_geometry_priors(
+            prep.config, prep.scene, prep.dataset, state.model, prep.folder.path, on_progress
+        )
     return train_loop(prep, state, on_progress)
 
 
