@@ -59,7 +59,7 @@ class SuiteScene:
         if self.folder is None:
             return cache / self.key()
         # ../shared sits beside the repository (main checkout) or one level further up (a git worktree).
-        for base in (ROOT, ROOT.parent):
+        for base in (ROOT, ROOT.parent) if not Path(self.folder).is_absolute() else (Path("/"),):
             if (base / self.folder).is_dir():
                 return (base / self.folder).resolve()
         return ROOT / self.folder
@@ -82,16 +82,18 @@ QUICK = ["t-loop-plaster", "t-walk-plain", "t-orbit-wallpaper"]
 
 
 def select(split: str = "all", names: list[str] | None = None, quick: bool = False) -> list[SuiteScene]:
-    """Suite scenes of `split` ("tune", "report", "all"), or those named; `quick`: the three QUICK scenes.
+    """Suite scenes of `split` ("tune", "report", "all"), or those named (or scene folders); `quick`: QUICK.
 
     Folder scenes that are not present (lego-200 without ../shared) are left out.
     """
     by_name = {s.name: s for s in SUITE}
     if names:
-        unknown = [n for n in names if n not in by_name]
+        unknown = [n for n in names if n not in by_name and not Path(n).is_dir()]
         if unknown:
-            raise SystemExit(f"unknown suite scene {unknown[0]!r} (known: {', '.join(by_name)})")
-        chosen = [by_name[n] for n in names]
+            raise SystemExit(f"unknown suite scene {unknown[0]!r} (known: {', '.join(by_name)}, or a scene folder)")
+        # A folder that is not a suite scene runs as split "extra" with every setting (quick checks, new data).
+        chosen = [by_name[n] if n in by_name else SuiteScene(Path(n).name, "extra", folder=str(Path(n).resolve()),
+                                                             low_label=True) for n in names]  # fmt: skip
     elif quick:
         chosen = [by_name[n] for n in QUICK]
     else:
