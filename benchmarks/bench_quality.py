@@ -251,6 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=Path("out/quality/results.json"))
     ap.add_argument("--md", type=Path, default=None, help="markdown table (default: beside --json)")
     ap.add_argument("--resume", action="store_true", help="keep the finished runs of --json (same settings)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where runs are written (default: system temp)")
     args = ap.parse_args(argv)
     if args.steps is None:
         args.steps = 300 if args.quick else 1000
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             row["skipped"] = "no depth"
         else:
             try:
-                with tempfile.TemporaryDirectory(dir=args.json.parent, prefix="tmp_quality_") as tmp:
+                with tempfile.TemporaryDirectory(dir=args.workdir, prefix="labelfield_quality_") as tmp:
                     if method == "field":
                         row.update(fit_and_score(path, st, clock, args, Path(tmp)))
                     else:
