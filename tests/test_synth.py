@@ -155,3 +155,65 @@ def test_demo_scene_is_small_and_3d_consistent() -> None:
     for i in (0, 25, 50):
         frac, n = consistency(scene, i, i + 3)
         assert frac > 0.99 and n > 20000, (i, frac, n)
+
+
+def test_rich_room_has_small_and_thin_classes(tmp_path: Path) -> None:
+    """objects="rich": at least 20 classes incl. the small ones, in the class table and in a tiny render."""
+    from labelfield.synth.room import SMALL_CLASSES, make_room
+
+    room = make_room(5, objects="rich", walls="random")
+    names = room.classes.names
+    in_room = {names[p.class_id] for p in room.parts}
+    assert len(in_room) >= 20 and set(SMALL_CLASSES) <= in_room
+    assert {"book", "mug", "bottle", "ball", "toy", "lamp", "stool", "shelf", "picture"} <= in_room
+    # The basic room keeps the demo's 11-class table; the rich one only appends classes (ids unchanged).
+    assert make_room(5).classes.names == names[: len(make_room(5).classes.names)]
+    out = tmp_path / "rich"
+    SynthCommand(out=out, **{**TINY, "frames": 3, "width": 32, "height": 24, "spp": 1, "objects": "rich",
+                             "walls": "plain", "path": "walk", "max_depth": 2}).run()  # fmt: skip
+    scene = load_scene(out)
+    assert len(scene) == 3 and len(scene.classes.names) >= 21  # void + 20 or more
+    seen = {int(c) for f in scene.frames for c in np.unique(f.load_labels())}
+    assert len(seen) >= 4 and (np.concatenate([f.load_labels().ravel() for f in scene.frames]) > 0).all()
+
+
+def test_wall_styles_differ() -> None:
+    """plain walls are one flat colour; plaster and wallpaper are textured."""
+    from labelfield.synth.room import CLASS_ID, make_room
+
+    def wall_std(style: str) -> float:
+        room = make_room(2, walls=style)
+        return max(float(p.texture.std(axis=(0, 1)).max()) for p in room.parts if p.class_id == CLASS_ID["wall"])
+
+    assert wall_std("plain") < 1e-6 and wall_std("plaster") > 0.01 and wall_std("wallpaper") > 0.05
+    with pytest.raises(LabelfieldError):
+        make_room(2, walls="brick")
+
+
+@pytest.mark.parametrize("kind", ["loop", "walk", "orbit"])
+def test_camera_paths_are_valid_poses_inside_the_room(kind: str) -> None:
+    from labelfield.synth.room import make_room
+    from labelfield.synth.trajectory import make_trajectory
+
+    room = make_room(7, objects="rich")
+    poses = make_trajectory(kind, 60, room.free_zone, 7)
+    assert poses.shape == (60, 4, 4) and np.isfinite(poses).all()
+    R = poses[:, :3, :3]
+    assert np.allclose(R.transpose(0, 2, 1) @ R, np.eye(3), atol=1e-9) and np.allclose(np.linalg.det(R), 1.0)
+    assert np.allclose(poses[:, 3], [0, 0, 0, 1])
+    eye = poses[:, :3, 3]
+    hx, hy = room.free_zone
+    assert (np.abs(eye[:, 0]) < hx).all() and (np.abs(eye[:, 1]) < hy).all()
+    assert (eye[:, 2] > 0.5).all() and (eye[:, 2] < room.size[2] - 0.3).all()
+    assert np.linalg.norm(np.diff(eye, axis=0), axis=1).max() < 0.3  # smooth: no jumps between frames
+    # The camera looks round the whole room: optical axes (third column) span every direction in the plane.
+    yaw = np.arctan2(R[:, 1, 2], R[:, 0, 2])
+    assert np.histogram(yaw, bins=4, range=(-np.pi, np.pi))[0].min() > 0
+    assert not np.allclose(make_trajectory(kind, 5, room.free_zone, 8), make_trajectory(kind, 5, room.free_zone, 7))
+
+
+def test_unknown_path_kind() -> None:
+    from labelfield.synth.trajectory import make_trajectory
+
+    with pytest.raises(ValueError):
+        make_trajectory("spiral", 4, (1.0, 1.0))

@@ -36,6 +36,16 @@ class SynthCommand:
     """Output layout: Replica (rgb/, depth/, semantic_class/, ...) or transforms.json."""
     variant: Literal["auto", "scalar_rgb", "llvm_ad_rgb"] = "auto"
     """Mitsuba variant; auto picks llvm_ad_rgb when it works on this machine, else scalar_rgb."""
+    objects: Literal["basic", "rich"] = "basic"
+    """basic: the demo room's 11 classes; rich: 25 classes with small and thin things (books, mugs, bottles,
+    bowls, vases, balls, teddies, a desk lamp, stools and thin chair legs, pillows, rug, door, window, clock)."""
+    walls: Literal["plaster", "plain", "wallpaper", "random"] = "plaster"
+    """Wall texture: mottled plaster, plain (untextured, one colour), striped wallpaper, or random per seed."""
+    path: Literal["loop", "walk", "orbit"] = "loop"
+    """Camera path: loop (small loop looking outwards), walk (ScanNet-like walk-through, panning), or orbit
+    (round the room centre, looking at it)."""
+    max_depth: int = 4
+    """Path-tracing depth: 4 (default), 3 (one indirect bounce, about half the time), 2 (direct light only)."""
 
     def check(self) -> None:
         if self.frames < 1:
@@ -44,6 +54,8 @@ class SynthCommand:
             raise LabelfieldError(f"image size {self.width}x{self.height} is too small (at least 8x8)")
         if self.spp < 1:
             raise LabelfieldError(f"--spp must be at least 1, got {self.spp}")
+        if self.max_depth < 2:
+            raise LabelfieldError(f"--max-depth must be at least 2 (direct light), got {self.max_depth}")
         if not 10.0 <= self.fov <= 150.0:
             raise LabelfieldError(f"--fov must be between 10 and 150 degrees, got {self.fov}")
         if self.out.exists() and not self.out.is_dir():
@@ -56,21 +68,23 @@ class SynthCommand:
         from labelfield.formats import write_scene
         from labelfield.synth.render import render_room
         from labelfield.synth.room import make_room
-        from labelfield.synth.trajectory import room_trajectory
+        from labelfield.synth.trajectory import make_trajectory
 
         self.check()
-        room = make_room(self.seed)
-        poses = room_trajectory(self.frames, room.free_zone, self.seed)
+        room = make_room(self.seed, self.objects, self.walls)
+        poses = make_trajectory(self.path, self.frames, room.free_zone, self.seed)
         intr = Intrinsics.from_fov_x(np.deg2rad(self.fov), self.width, self.height)
         t0 = time.perf_counter()
         with RichProgress() as show:
-            scene = render_room(room, poses, intr, self.spp, self.seed, self.variant, on_progress=show)
+            scene = render_room(
+                room, poses, intr, self.spp, self.seed, self.variant, on_progress=show, max_depth=self.max_depth
+            )
         seconds = time.perf_counter() - t0
         write_scene(scene, self.out, self.format)
         present = np.unique(np.concatenate([np.unique(f.arrays["labels"]) for f in scene.frames]))
         names = ", ".join(scene.classes.name_of(int(c)) for c in present if c != 0)
         Console().print(
             f"wrote {self.out} ({self.format}): {self.frames} frames {self.width}x{self.height}, spp {self.spp}, "
-            f"rendered in {seconds:.1f} s; classes seen: {names}"
+            f"rendered in {seconds:.1f} s; {len(present) - (0 in present)} classes seen: {names}"
         )
         return 0

@@ -239,17 +239,21 @@ def render_room(
     seed: int = 0,
     variant: str = "auto",
     on_progress: ProgressFn | None = None,
+    max_depth: int = 4,
 ) -> Scene:
     """Render every pose (N, 4, 4) OpenCV c2w into an in-memory `Scene` (frames `frame_000`, ...).
 
     The RGB noise of frame i is seeded with `(seed * 100003 + i) mod 2^32`, so the output is deterministic.
     `on_progress` receives Progress("render", done, total, "frames") after each frame.
+    `max_depth` is the path tracer's (2 = direct light only; 3 = one indirect bounce, about half the cost of 4).
     """
     if spp < 1:
         raise LabelfieldError(f"--spp must be at least 1, got {spp}")
+    if max_depth < 2:
+        raise LabelfieldError(f"--max-depth must be at least 2 (direct light), got {max_depth}")
     mi = import_mitsuba(variant)
     check_camera(intr)
-    mscene, shape_classes, shape_instances = build_mitsuba_scene(mi, room)
+    mscene, shape_classes, shape_instances = build_mitsuba_scene(mi, room, max_depth)
     frames = []
     for i, c2w in enumerate(poses):
         rgb = render_rgb(mi, mscene, intr, c2w, spp, (seed * 100003 + i) % 2**32)

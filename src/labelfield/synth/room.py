@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from labelfield.errors import LabelfieldError
 from labelfield.scene import ClassTable
 
 CLASS_NAMES = [
@@ -29,11 +30,30 @@ CLASS_COLORS = [
     (0, 0, 0), (152, 223, 138), (174, 199, 232), (120, 120, 120), (255, 127, 14), (214, 39, 40), (31, 119, 180),
     (148, 103, 189), (140, 86, 75), (255, 221, 0), (44, 160, 44), (227, 119, 194),
 ]  # fmt: skip
-CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+# The rich room (`make_room(..., objects="rich")`) adds small and thin things; ids continue after the basic ones,
+# so a class keeps its id in both tables.
+RICH_CLASS_NAMES = CLASS_NAMES + [
+    "shelf", "book", "mug", "bottle", "ball", "toy", "vase", "bowl", "pillow", "rug", "door", "window", "clock",
+    "stool",
+]  # fmt: skip
+RICH_CLASS_COLORS = CLASS_COLORS + [
+    (196, 156, 148), (23, 190, 207), (255, 152, 150), (158, 218, 229), (219, 219, 141), (188, 189, 34),
+    (247, 182, 210), (197, 176, 213), (255, 187, 120), (82, 84, 163), (107, 110, 207), (199, 199, 199),
+    (57, 59, 121), (140, 162, 82),
+]  # fmt: skip
+CLASS_ID = {name: i for i, name in enumerate(RICH_CLASS_NAMES)}
+SMALL_CLASSES = ("lamp", "book", "mug", "bottle", "ball", "toy", "vase", "bowl", "clock", "stool")
+"""Small or thin classes (at most a few hundred pixels per frame at 320x240, or thin parts like lamp poles and
+stool legs): benchmarks report them separately."""
 
 
-def room_classes() -> ClassTable:
-    """The generator's class table (id = position in CLASS_NAMES, 0 = void; no background class)."""
+def room_classes(objects: str = "basic") -> ClassTable:
+    """The generator's class table (id = position in the names, 0 = void; no background class).
+
+    objects: "basic" (the 11 classes of the demo room) or "rich" (25 classes, see RICH_CLASS_NAMES).
+    """
+    if objects == "rich":
+        return ClassTable.from_names(RICH_CLASS_NAMES, RICH_CLASS_COLORS)
     return ClassTable.from_names(CLASS_NAMES, CLASS_COLORS)
 
 
@@ -58,10 +78,12 @@ class Room:
     parts: list[Part]
     free_zone: tuple[float, float]
     instances: dict[int, str] = field(default_factory=dict)
+    objects: str = "basic"
+    """"basic" or "rich": which class table the room uses (see `room_classes`)."""
 
     @property
     def classes(self) -> ClassTable:
-        return room_classes()
+        return room_classes(self.objects)
 
 
 # --- transforms -----------------------------------------------------------------------------------
@@ -178,8 +200,8 @@ def _sphere(place: Place, a: float, b: float, z: float, r: float) -> np.ndarray:
     return sphere_transform(origin + a * ax + b * bx + np.array([0.0, 0.0, z]), r)
 
 
-def build_table_set(rng, place: Place, length: float, inst: list[int]) -> list[Part]:
-    """A table against the wall with one chair at each end (three instances)."""
+def build_table_set(rng, place: Place, length: float, inst: list[int], leg: float = 0.035) -> list[Part]:
+    """A table against the wall with one chair at each end (three instances); `leg` = chair legs' half width."""
     parts = []
     wood = wood_planks(rng, rng.uniform(0.35, 0.6) * np.array([0.85, 0.55, 0.3]), 128, planks=3)
     tl, td, th = min(length - 1.0, 1.3), 0.8, 0.74
@@ -201,8 +223,8 @@ def build_table_set(rng, place: Place, length: float, inst: list[int]) -> list[P
         parts.append(Part("box", back, tex, CLASS_ID["chair"], cid))
         for da in (-0.17, 0.17):
             for db in (-0.17, 0.17):
-                leg = _part_box(place, ca + da, td / 2 + db, 0.21, 0.035, 0.035, 0.21)
-                parts.append(Part("box", leg, tex, CLASS_ID["chair"], cid))
+                m = _part_box(place, ca + da, td / 2 + db, 0.21, leg, leg, 0.21)
+                parts.append(Part("box", m, tex, CLASS_ID["chair"], cid))
     return parts
 
 
@@ -270,6 +292,21 @@ def build_plant(rng, place: Place, length: float, inst: list[int]) -> list[Part]
     return parts
 
 
+
+def build_shelf(rng, place: Place, length: float, inst: list[int]) -> list[Part]:
+    """An open bookcase (0.9 wide, 0.35 deep, 1.6 tall): sides, back and five boards. Items: `shelf_items`."""
+    sid = inst.pop(0)
+    wood = wood_planks(rng, rng.uniform(0.5, 0.9) * np.array([0.8, 0.6, 0.4]), 64, planks=2)
+    parts = [Part("box", _part_box(place, s * 0.44, 0.175, 0.8, 0.01, 0.175, 0.8), wood, CLASS_ID["shelf"], sid)
+             for s in (-1, 1)]  # fmt: skip
+    parts.append(Part("box", _part_box(place, 0, 0.01, 0.8, 0.43, 0.01, 0.8), wood, CLASS_ID["shelf"], sid))
+    for z in SHELF_BOARDS:
+        parts.append(Part("box", _part_box(place, 0, 0.18, z, 0.43, 0.165, 0.01), wood, CLASS_ID["shelf"], sid))
+    return parts
+
+
+SHELF_BOARDS = (0.02, 0.42, 0.82, 1.22, 1.59)  # board centres (1 cm half thickness); items stand at z + 0.01
+
 BUILDERS = {
     "table": build_table_set,
     "sofa": build_sofa,
@@ -277,17 +314,151 @@ BUILDERS = {
     "cabinet": build_cabinet,
     "lamp": build_lamp,
     "plant": build_plant,
+    "shelf": build_shelf,
 }
 
 
-def make_room(seed: int = 0) -> Room:
+# --- small things of the rich room: each builder returns the parts of one instance resting at local (a, b, z0) ---
+def _colour(rng) -> np.ndarray:
+    """A saturated random colour (linear reflectance)."""
+    c = rng.uniform(0.05, 0.3, 3)
+    c[rng.integers(3)] = rng.uniform(0.5, 0.85)
+    return c
+
+
+def small_mug(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    tex = plaster(rng, _colour(rng), 32, 0.1)
+    body = _part_box(place, a, b, z0 + 0.05, 0.04, 0.04, 0.05)
+    handle = _part_box(place, a + 0.05, b, z0 + 0.05, 0.012, 0.008, 0.03)
+    return [Part("box", m, tex, CLASS_ID["mug"], iid) for m in (body, handle)]
+
+
+def small_bottle(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    tex = plaster(rng, rng.choice([np.array([0.05, 0.3, 0.1]), np.array([0.3, 0.12, 0.03]), _colour(rng)]), 32, 0.1)
+    body = _part_box(place, a, b, z0 + 0.09, 0.035, 0.035, 0.09)
+    neck = _part_box(place, a, b, z0 + 0.22, 0.012, 0.012, 0.04)
+    return [Part("box", m, tex, CLASS_ID["bottle"], iid) for m in (body, neck)]
+
+
+def small_bowl(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    tex = plaster(rng, _colour(rng), 32, 0.15)
+    return [Part("box", _part_box(place, a, b, z0 + 0.035, 0.09, 0.09, 0.035), tex, CLASS_ID["bowl"], iid)]
+
+
+def small_ball(rng, place: Place, a: float, b: float, z0: float, iid: int, r: float = 0.1) -> list[Part]:
+    tex = stripes(rng, _colour(rng), _colour(rng), 64, 3)
+    return [Part("sphere", _sphere(place, a, b, z0 + r, r), tex, CLASS_ID["ball"], iid)]
+
+
+def small_toy(rng, place: Place, a: float, b: float, z0: float, iid: int, s: float = 1.0) -> list[Part]:
+    """A teddy: body, head and two ears (spheres), scaled by `s`."""
+    tex = fabric(rng, np.array([0.45, 0.28, 0.12]) * rng.uniform(0.7, 1.2), 64)
+    spheres = [(0, 0, 0.1, 0.1), (0, 0, 0.25, 0.07), (-0.05, 0, 0.31, 0.03), (0.05, 0, 0.31, 0.03)]
+    return [Part("sphere", _sphere(place, a + s * da, b + s * db, z0 + s * dz, s * r), tex, CLASS_ID["toy"], iid)
+            for da, db, dz, r in spheres]  # fmt: skip
+
+
+def small_vase(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    tex = plaster(rng, _colour(rng), 32, 0.3)
+    return [Part("sphere", _sphere(place, a, b, z0 + 0.09, 0.09), tex, CLASS_ID["vase"], iid),
+            Part("box", _part_box(place, a, b, z0 + 0.22, 0.03, 0.03, 0.06), tex, CLASS_ID["vase"], iid)]  # fmt: skip
+
+
+def small_book_lying(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    tex = plaster(rng, _colour(rng), 32, 0.1)
+    return [Part("box", _part_box(place, a, b, z0 + 0.015, 0.1, 0.14, 0.015), tex, CLASS_ID["book"], iid)]
+
+
+def small_desk_lamp(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    """A desk lamp with a 1.6 cm pole (thin)."""
+    metal = plaster(rng, np.array([0.1, 0.1, 0.11]), 16, 0.1)
+    shade = fabric(rng, np.array([0.8, 0.7, 0.4]), 32)
+    return [Part("box", _part_box(place, a, b, z0 + 0.01, 0.06, 0.06, 0.01), metal, CLASS_ID["lamp"], iid),
+            Part("box", _part_box(place, a, b, z0 + 0.2, 0.008, 0.008, 0.18), metal, CLASS_ID["lamp"], iid),
+            Part("box", _part_box(place, a, b, z0 + 0.42, 0.07, 0.07, 0.05), shade, CLASS_ID["lamp"], iid)]  # fmt: skip
+
+
+def small_stool(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
+    """A bar stool: seat on four 2.4 cm legs (thin)."""
+    tex = wood_planks(rng, np.array([0.5, 0.32, 0.18]) * rng.uniform(0.7, 1.2), 32, planks=2)
+    parts = [Part("box", _part_box(place, a, b, z0 + 0.47, 0.17, 0.17, 0.02), tex, CLASS_ID["stool"], iid)]
+    for da in (-0.13, 0.13):
+        for db in (-0.13, 0.13):
+            m = _part_box(place, a + da, b + db, z0 + 0.225, 0.012, 0.012, 0.225)
+            parts.append(Part("box", m, tex, CLASS_ID["stool"], iid))
+    return parts
+
+
+def books_row(rng, place: Place, a0: float, a1: float, b: float, z0: float, new_instance) -> list[Part]:
+    """Books standing side by side from a0 to at most a1 (each its own instance)."""
+    parts, a = [], a0
+    while True:
+        t, h, d = rng.uniform(0.012, 0.03), rng.uniform(0.09, 0.15), rng.uniform(0.08, 0.12)
+        if a + 2 * t > a1:
+            return parts
+        tex = plaster(rng, _colour(rng), 16, 0.1)
+        parts.append(Part("box", _part_box(place, a + t, b, z0 + h, t, d, h), tex, CLASS_ID["book"],
+                          new_instance("book")))  # fmt: skip
+        a += 2 * t + 0.002
+
+
+def clock_face(size: int = 64) -> np.ndarray:
+    """A white dial with a dark rim and two hands."""
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
+    r = np.hypot(x, y)
+    img = np.full((size, size), 0.85, np.float32)
+    img[(r > 0.8) | (r < 0.06)] = 0.05
+    img[(np.abs(x) < 0.04) & (y < 0) & (y > -0.6)] = 0.05  # hands
+    img[(np.abs(y) < 0.04) & (x > 0) & (x < 0.45)] = 0.05
+    return np.repeat(img[..., None], 3, -1)
+
+
+def window_view(rng, size: int = 64) -> np.ndarray:
+    """Sky above, a green band below, a white frame and cross bar."""
+    v = (np.arange(size) + 0.5)[:, None] / size * np.ones((1, size))
+    sky = np.array([0.35, 0.55, 0.85], np.float32) * (0.8 + 0.2 * (1 - v))[..., None]
+    img = np.where((v > 0.65)[..., None], leaves(rng, size) * 1.5, sky).astype(np.float32)
+    u = v.T
+    frame = (np.minimum.reduce([u, 1 - u, v, 1 - v]) < 0.06) | (np.abs(u - 0.5) < 0.025) | (np.abs(v - 0.5) < 0.025)
+    img[frame] = 0.9
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def wall_texture(rng, style: str, color: np.ndarray) -> np.ndarray:
+    """`plain`: one flat colour; `plaster`: the basic room's mottled plaster; `wallpaper`: bold stripes."""
+    if style == "plain":
+        return np.full((4, 4, 3), color, np.float32)
+    if style == "wallpaper":
+        return stripes(rng, color, color * rng.uniform(0.55, 0.75), 128, int(rng.integers(4, 9)))
+    return plaster(rng, color, 128, 0.25)
+
+
+def make_room(seed: int = 0, objects: str = "basic", walls: str = "plaster") -> Room:
     """Build the room for `seed` (size, layout, colours and textures all follow from it).
+
+    objects: "basic" (the demo room's 11 classes) or "rich" (25 classes: a bookcase with books, mugs, bottles,
+        bowls, vases, balls, teddies, a desk lamp with a thin pole, stools and chairs with thin legs, pillows,
+        a rug, a door, a window and a clock).
+    walls: "plaster" (mottled, the demo room's), "plain" (one flat colour, untextured), "wallpaper" (stripes),
+        or "random" (one of the three, chosen by the seed).
+    With objects="basic" and walls="plaster" the room is exactly the one earlier versions made for `seed`;
+    the other options draw their extras from a second random stream, so the layout stays that of `seed`.
 
     Example:
         >>> room = make_room(0)
         >>> sorted({p.class_id for p in room.parts})[:3]
         [1, 2, 3]
+        >>> len({p.class_id for p in make_room(0, objects="rich").parts})
+        25
     """
+    if objects not in ("basic", "rich"):
+        raise LabelfieldError(f"unknown room objects {objects!r} (choose basic or rich)")
+    if walls not in WALL_STYLES:
+        raise LabelfieldError(f"unknown wall style {walls!r} (choose from {', '.join(WALL_STYLES)})")
+    rich = objects == "rich"
+    extra_rng = np.random.default_rng([seed, 2])  # the options' own stream
+    if walls == "random":
+        walls = WALL_STYLES[int(extra_rng.integers(3))]
     rng = np.random.default_rng(seed)
     L, D, H = 6.4 + rng.uniform(-0.2, 0.2), 5.2 + rng.uniform(-0.2, 0.2), 2.7
     parts: list[Part] = []
@@ -312,14 +483,17 @@ def make_room(seed: int = 0) -> Room:
                       (2.0, 2.0)))  # fmt: skip
     wall_col = [np.array([0.75, 0.72, 0.62]), np.array([0.62, 0.7, 0.72]), np.array([0.78, 0.66, 0.6])]
     wall_col = wall_col[rng.integers(len(wall_col))]
-    walls = [  # (centre, along-wall axis u, inward normal n, half length)
+    wall_list = [  # (centre, along-wall axis u, inward normal n, half length)
         (np.array([0, D / 2, H / 2]), ex, -ey, L / 2),
         (np.array([0, -D / 2, H / 2]), -ex, ey, L / 2),
         (np.array([L / 2, 0, H / 2]), -ey, -ex, D / 2),
         (np.array([-L / 2, 0, H / 2]), ey, ex, D / 2),
     ]
-    for k, (c, u, n, hl) in enumerate(walls):
-        tex = plaster(rng, wall_col * rng.uniform(0.92, 1.05), 128, 0.25)
+    for k, (c, u, n, hl) in enumerate(wall_list):
+        shade = wall_col * rng.uniform(0.92, 1.05)
+        tex = plaster(rng, shade, 128, 0.25)  # drawn in every style, so the main stream stays the same
+        if walls != "plaster":
+            tex = wall_texture(extra_rng, walls, shade)
         wid = new_instance(f"wall_{k}")
         # v = cross(n, u) points up for these walls, so the rectangle faces cross(u, v) = n (inwards).
         v = np.cross(n, u)
@@ -335,30 +509,112 @@ def make_room(seed: int = 0) -> Room:
     # short walls (|x| = L/2) take small items up to 1 m wide and 0.6 m deep, so no two slots overlap.
     big = ["table", "sofa", "bed", ["cabinet", "sofa"][rng.integers(2)]]
     small = ["cabinet", "lamp", "plant", ["plant", "lamp"][rng.integers(2)]]
+    if rich:
+        small[3] = "shelf"
     rng.shuffle(big)
     rng.shuffle(small)
     slots = []
-    for k, (c, u, n, _) in enumerate(walls):
+    for k, (c, u, n, _) in enumerate(wall_list):
         along = 1.5 if k < 2 else 1.0
         for s in (-1, 1):
             foot = c - np.array([0, 0, H / 2]) + s * along * u
             yaw = float(np.arctan2(n[1], n[0]))
             slots.append(((foot, u, n, yaw), k < 2))
+    placed = []
     for place, is_long in slots:
         kind = big.pop() if is_long else small.pop()
         length = 2.2 if is_long else 1.0
         n_inst = 3 if kind == "table" else 1
         ids = [new_instance(kind if j == 0 else "chair") for j in range(n_inst)]
-        parts += BUILDERS[kind](rng, place, length, ids)
+        thin = {"leg": 0.018} if rich and kind == "table" else {}  # thin chair legs in the rich room
+        parts += BUILDERS[kind](rng, place, length, ids, **thin)
+        placed.append((kind, place))
 
     # Pictures: one on each long wall, above the furniture, 1 cm proud of the wall.
-    for c, u, n, _ in walls[:2]:
+    for c, u, n, _ in wall_list[:2]:
         pid = new_instance("picture")
         w, h = rng.uniform(0.45, 0.6), rng.uniform(0.3, 0.4)
         center = c + n * 0.012 + u * rng.uniform(-0.3, 0.3) + np.array([0, 0, rng.uniform(0.35, 0.5)])
         m = box_transform(center, (0.01, w, h), float(np.arctan2(n[1], n[0])))
         parts.append(Part("box", m, painting(rng), CLASS_ID["picture"], pid))
 
+    if rich:
+        parts += rich_extras(extra_rng, placed, wall_list, (L, D, H), new_instance)
+
     # Cameras stay clear of furniture: long-wall items reach 1 m in, short-wall ones 0.6 m, plus a margin.
     free = (L / 2 - 1.0, D / 2 - 1.3)
-    return Room(np.array([L, D, H]), parts, free, instances)
+    return Room(np.array([L, D, H]), parts, free, instances, objects)
+
+
+WALL_STYLES = ("plain", "plaster", "wallpaper", "random")
+
+
+def rich_extras(rng, placed: list[tuple[str, Place]], wall_list: list, size: tuple[float, float, float],
+                new_instance) -> list[Part]:  # fmt: skip
+    """The rich room's small things: on the table, sofa, bed, cabinets and bookcase, in the corners, on the walls.
+
+    `placed`: (kind, slot frame) of each furniture slot; `wall_list`: (centre, along axis, inward normal, half
+    length) per wall, long walls first; `new_instance(name) -> id`.
+    """
+    L, D, _ = size
+    parts: list[Part] = []
+    for kind, place in placed:
+        if kind == "table":  # table top 1.2 x 0.8 at z = 0.74: six things on eight spots
+            spots = [(a, b) for a in (-0.45, -0.15, 0.15, 0.45) for b in (0.22, 0.55)]
+            order = rng.permutation(len(spots))
+            things = [("lamp", small_desk_lamp), ("mug", small_mug), ("bowl", small_bowl), ("bottle", small_bottle),
+                      ("book", small_book_lying), ("mug", small_mug)]  # fmt: skip
+            for (name, build), k in zip(things, order):
+                a, b = spots[k]
+                parts += build(rng, place, a + rng.uniform(-0.03, 0.03), b, 0.74, new_instance(name))
+        elif kind == "sofa":  # cushions against the back rest
+            tex = fabric(rng, _colour(rng), 64)
+            for a in (-0.6, 0.6):
+                m = _part_box(place, a + rng.uniform(-0.1, 0.1), 0.31, 0.6, 0.2, 0.06, 0.15)
+                parts.append(Part("box", m, tex, CLASS_ID["pillow"], new_instance("pillow")))
+        elif kind == "bed":  # a pillow at the headboard end
+            tex = fabric(rng, np.array([0.85, 0.85, 0.88]), 64)
+            m = _part_box(place, -0.7, 0.5, 0.6, 0.15, 0.3, 0.06)
+            parts.append(Part("box", m, tex, CLASS_ID["pillow"], new_instance("pillow")))
+        elif kind == "cabinet":  # a vase on top (tall cabinets are 1.8 m)
+            parts += small_vase(rng, place, rng.uniform(-0.2, 0.2), 0.25, 1.8, new_instance("vase"))
+        elif kind == "shelf":  # books on three boards, a teddy, a vase, a bottle, a ball
+            z = [zb + 0.01 for zb in SHELF_BOARDS]
+            parts += books_row(rng, place, -0.42, 0.05, 0.18, z[0], new_instance)
+            parts += small_toy(rng, place, 0.22, 0.18, z[0], new_instance("toy"), 0.9)
+            parts += small_vase(rng, place, -0.25, 0.18, z[1], new_instance("vase"))
+            parts += books_row(rng, place, -0.05, 0.42, 0.18, z[1], new_instance)
+            parts += books_row(rng, place, -0.42, 0.1, 0.18, z[2], new_instance)
+            parts += small_bottle(rng, place, 0.25, 0.18, z[2], new_instance("bottle"))
+            parts += small_ball(rng, place, -0.2, 0.18, z[3], new_instance("ball"), 0.08)
+            parts += small_mug(rng, place, 0.2, 0.18, z[3], new_instance("mug"))
+    # Corners (free of furniture: long-wall items end 0.6 m before them, short-wall ones 1 m): a stool, a ball,
+    # a teddy and a bowl on the floor, in a seeded order.
+    corner_things = [("stool", small_stool), ("ball", small_ball), ("toy", small_toy), ("bottle", small_bottle)]
+    order = rng.permutation(4)
+    for (sx, sy), k in zip(((1, 1), (1, -1), (-1, 1), (-1, -1)), order):
+        name, build = corner_things[k]
+        origin = np.array([sx * (L / 2 - 0.3), sy * (D / 2 - 0.3), 0.0])
+        place = (origin, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.pi / 2)
+        parts += build(rng, place, 0.0, 0.0, 0.0, new_instance(name))
+    # Rug on the floor in the middle (4 mm thick, under the cameras).
+    m = box_transform([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), 0.004],
+                      (rng.uniform(0.9, 1.2), rng.uniform(0.6, 0.8), 0.004), rng.uniform(-0.3, 0.3))  # fmt: skip
+    parts.append(Part("box", m, stripes(rng, _colour(rng), _colour(rng), 128, 5), CLASS_ID["rug"], new_instance("rug")))
+    # A door in the middle of one short wall, a window in the other, a clock high on a long wall.
+    def wall_box(c, u, n, along: float, z: float, hw: float, hh: float) -> np.ndarray:  # 2 cm proud of the wall
+        centre = c + n * 0.021 + u * along + np.array([0, 0, z - c[2]])
+        return box_transform(centre, (0.02, hw, hh), float(np.arctan2(n[1], n[0])))
+
+    short = [2, 3] if rng.random() < 0.5 else [3, 2]
+    c, u, n, _ = wall_list[short[0]]
+    door = wood_planks(rng, np.array([0.5, 0.35, 0.2]) * rng.uniform(0.6, 1.3), 64, planks=3)
+    parts.append(Part("box", wall_box(c, u, n, 0.0, 1.0, 0.45, 1.0), door, CLASS_ID["door"], new_instance("door")))
+    c, u, n, _ = wall_list[short[1]]
+    parts.append(Part("box", wall_box(c, u, n, 0.0, 1.45, 0.45, 0.5), window_view(rng), CLASS_ID["window"],
+                      new_instance("window")))  # fmt: skip
+    c, u, n, hl = wall_list[int(rng.integers(2))]
+    along = rng.choice([-1, 1]) * rng.uniform(1.4, min(2.0, hl - 0.3))
+    parts.append(Part("box", wall_box(c, u, n, along, 2.12, 0.14, 0.14), clock_face(), CLASS_ID["clock"],
+                      new_instance("clock")))  # fmt: skip
+    return parts
