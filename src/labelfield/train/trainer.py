@@ -54,6 +54,7 @@ from labelfield.train.checkpoint import capture_rng, load_checkpoint, restore_rn
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, psnr_from_mse
+from labelfield.train.supervision import plan_supervision
 
 
 @dataclass
@@ -225,9 +226,9 @@ def fit(
         scene = load_scene(config.scene, downscale=config.downscale)
     scene.validate()
     sparse = make_sparse_labels(scene, config.labelled, config.label_density, config.label_noise, config.seed)
-    if not config.depth_loss and scene.frames[0].has_depth():
-        # Measured on the demo room (180 s, every:10): mIoU 0.69 from RGB alone, 0.95 with the depth loss.
-        console.print("[yellow]hint:[/] this scene has depth maps; --depth-loss usually converges far faster")
+    # Depth auto|on|off, sensor noise, pseudo-labels (labelfield.train.supervision).
+    supervision = plan_supervision(config, scene, sparse)
+    console.print(supervision.message)
     classes = scene.classes
     bg_index = None
     if classes.background_class is not None:
@@ -252,7 +253,11 @@ def fit(
         raise LabelfieldError("the scene's class table differs from the run's", run_dir)
 
     with _loading_progress(console, len(scene.frames), config.progress) as advance:
-        dataset = RayDataset(scene, sparse, config.depth_loss, config.labelled_ray_fraction, on_frame=advance)
+        dataset = RayDataset(
+            scene, sparse, supervision.depth, config.labelled_ray_fraction, on_frame=advance,
+            class_balance=config.class_balance, depth_fn=supervision.depth_fn, pseudo=supervision.pseudo,
+            pseudo_fraction=config.pseudo_fraction, pseudo_min_confidence=config.pseudo_min_confidence,
+        )  # fmt: skip
 
     model = build_model(
         model_args["name"],
@@ -374,7 +379,8 @@ class _Loop:
         batch = self.dataset.sample(cfg.batch_rays, self.sampler).to(self.device)
         pred = self.model.render_rays(batch.rays_o, batch.rays_d)  # near: in the model config (see fit)
         losses = compute_losses(
-            pred, batch.rgb, batch.labels, cfg.semantic_weight, batch.depth, batch.z_scale, cfg.depth_weight
+            pred, batch.rgb, batch.labels, cfg.semantic_weight, batch.depth, batch.z_scale, cfg.depth_weight,
+            label_weight=batch.label_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
