@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help='"name|key=value,key=value"')
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--surface", action="store_true", help="also score labels read at the median-depth sample")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variant] or [("default", {})]
@@ -112,8 +113,10 @@ def main() -> None:
                 write_dense(tmp / f"reproject{len(baselines)}", scene, dense, indices, "reproject")
                 baselines[noise] = score(tmp / f"reproject{len(baselines)}", scene)
                 rows.append((f"reproject (noise {noise})", baselines[noise], None))
+                print(f"reproject (noise {noise}): mIoU {baselines[noise]['miou']:.3f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            res = fit(cfg, scene=scene)
+            res = fit(cfg, scene=scene, on_step=lambda s: s % 50 == 0 and print(f"  step {s}", file=sys.stderr,
+                                                                                   flush=True))  # fmt: skip
             t_fit = time.perf_counter() - t0
             run = load_run(tmp / f"run{vi}", device="cpu", scene=Path(args.scene))
             cache: dict[bytes, dict] = {}
@@ -137,6 +140,15 @@ def main() -> None:
             rows.append((f"{name}: field", field, meta))
             rows.append((f"{name}: field + fusion", fused, meta))
             results.append({"variant": name, "overrides": over, "field": field, "fused": fused, **meta})
+            if args.surface:
+                from labelfield.annotate.surface import render_image_surface
+
+                out_s = tmp / f"surface{vi}"
+                annotate_frames(lambda intr, c2w, run=run: render_image_surface(run.model, intr, c2w), scene,
+                                scene.classes, out_s, indices, set(sparse), progress=False)  # fmt: skip
+                surf = score(out_s, scene)
+                rows.append((f"{name}: field, label at median-depth sample", surf, meta))
+                results[-1]["surface"] = surf
             print(f"[{name}] field mIoU {field['miou']:.3f}  fused {fused['miou']:.3f}  ({t_fit:.0f} s)",
                   file=sys.stderr, flush=True)  # fmt: skip
 

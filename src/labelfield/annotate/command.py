@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -103,6 +103,9 @@ class AnnotateCommand:
     """Frame rate of the trajectory video."""
     progress: bool = True
     """Show progress bars."""
+    fuse: Literal["auto", "on", "off"] = "auto"
+    """Fuse the field's prediction with the user's labels reprojected through depth (the scene's, else the
+    field's rendered depth) where they agree across labelled frames: auto = on when the scene has depth."""
 
     def _check_paths(self) -> None:
         run, out = self.run_dir, self.out
@@ -154,6 +157,7 @@ class AnnotateCommand:
         def render_fn(intr, c2w):
             return render_image(loaded.model, intr, c2w, chunk=self.chunk, device=device)
 
+        render_fn = self._fused(render_fn, loaded, scene)
         t0 = time.perf_counter()
         with atomic_dir(self.out) as tmp:
             records = []
@@ -177,6 +181,15 @@ class AnnotateCommand:
             msg += f"; trajectory ({len(cams)} views) -> {self.out / video.name}"
         print(msg)
         return 0
+
+    def _fused(self, render_fn, loaded, scene):
+        """render_fn fused with the reprojected user labels (labelfield.annotate.fuse), or as it is."""
+        has_depth = len(scene.frames) > 0 and all(f.has_depth() for f in scene.frames)
+        if self.fuse == "off" or (self.fuse == "auto" and not has_depth) or not loaded.labelled:
+            return render_fn
+        from labelfield.annotate.fuse import FusedRenderer
+
+        return FusedRenderer(render_fn, scene, loaded.classes, self._given(loaded, sorted(loaded.labelled)))
 
     def _given(self, loaded, indices: list[int]) -> dict:
         """The user's labels (as the run was trained on them) for the labelled frames among `indices`."""
