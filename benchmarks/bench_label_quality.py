@@ -1,11 +1,11 @@
 """Label-quality ablations at a fixed number of steps: field alone, reprojection alone, field + fusion.
 
     python benchmarks/bench_label_quality.py --scene data/demo --steps 300 \
-        --variant "old|class_balance=0,pseudo_labels=off" --variant "default|" --json out.json
+        --variant "old|class_balance=0;pseudo_labels=off" --variant "default|" --json out.json
 
-Per variant: fit (FitConfig defaults + the variant's KEY=VALUE overrides, JSON values), render a fixed subset
-of unlabelled frames (`--eval-every`: every k-th unlabelled frame), then score with `labelfield.evaluate`:
-the field's labels ("field") and the field fused with the reprojected user labels ("fused",
+Per variant: fit (FitConfig defaults + the variant's KEY=VALUE overrides separated by ";", JSON values),
+render a fixed subset of unlabelled frames (`--eval-every`: every k-th unlabelled frame), then score with
+`labelfield.evaluate` the field's labels ("field") and the field fused with the reprojected user labels ("fused",
 `labelfield.annotate.fuse`). Once per scene (and depth-noise setting): the `reproject` baseline on the same
 frames. Prints a markdown table (mIoU / accuracy / consistency on the scored frames, the smallest classes'
 IoU) and writes JSON. Consistency pairs neighbouring *scored* frames (k = 1 within the subset).
@@ -40,7 +40,7 @@ from labelfield.train.trainer import fit
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition("|")
     over = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in rest.split(";"))):
         k, _, v = item.partition("=")
         try:
             over[k.strip()] = json.loads(v)
@@ -82,10 +82,10 @@ def main() -> None:
     ap.add_argument("--labelled", default="every:10")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=4, help="score every k-th unlabelled frame")
-    ap.add_argument("--variant", action="append", default=[], help='"name|key=value,key=value"')
+    ap.add_argument("--variant", action="append", default=[],
+                    help='"name|key=value;key=value" (values as JSON, else strings)')  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--surface", action="store_true", help="also score labels read at the median-depth sample")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variant] or [("default", {})]
@@ -140,15 +140,6 @@ def main() -> None:
             rows.append((f"{name}: field", field, meta))
             rows.append((f"{name}: field + fusion", fused, meta))
             results.append({"variant": name, "overrides": over, "field": field, "fused": fused, **meta})
-            if args.surface:
-                from labelfield.annotate.surface import render_image_surface
-
-                out_s = tmp / f"surface{vi}"
-                annotate_frames(lambda intr, c2w, run=run: render_image_surface(run.model, intr, c2w), scene,
-                                scene.classes, out_s, indices, set(sparse), progress=False)  # fmt: skip
-                surf = score(out_s, scene)
-                rows.append((f"{name}: field, label at median-depth sample", surf, meta))
-                results[-1]["surface"] = surf
             print(f"[{name}] field mIoU {field['miou']:.3f}  fused {fused['miou']:.3f}  ({t_fit:.0f} s)",
                   file=sys.stderr, flush=True)  # fmt: skip
 
