@@ -36,13 +36,12 @@ def semantic_loss(
     labels: torch.Tensor,
     log_probs: bool = False,
     weights: torch.Tensor | None = None,
-    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (weighted) cross-entropy over rays with a label (labels >= 0); 0 when there is none.
 
     logits: (n, C) (or log-probabilities with `log_probs`, for models that composite probabilities);
-    labels: (n,) int64, -1 = void; weights: optional (n,) per-ray label weights (pseudo-label confidence);
-    class_weights: optional (C,) per-class weights. The weighted sum is divided by the number of labelled rays
+    labels: (n,) int64, -1 = void; weights: optional (n,) per-ray label weights (pseudo-label confidence).
+    The weighted sum is divided by the number of labelled rays
     (not the weight sum), so a low-confidence pseudo-label only ever pulls less. Returns (loss, number of
     labelled rays). No host sync: divided by max(count, 1), finite whatever the batch holds.
     """
@@ -55,8 +54,6 @@ def semantic_loss(
     w = valid.float()
     if weights is not None:
         w = w * weights.float()
-    if class_weights is not None:
-        w = w * class_weights.float()[target]
     count = valid.sum()
     return (ce * w).sum() / count.clamp_min(1), count
 
