@@ -158,7 +158,7 @@ def test_fusion_is_never_worse_than_either_input():
     probs[75:] = [0.1, 0.8, 0.1]  # right, no reprojection there
     pseudo = np.concatenate([np.full(25, 1), np.full(25, 1), np.full(25, 2), np.full(25, -1)])
     conf = np.concatenate([np.full(25, 0.45), np.full(25, 0.7), np.full(25, 1.0), np.zeros(25)])
-    fused = fuse_probs(probs[None], pseudo[None], conf[None])[0]
+    fused = fuse_probs(probs[None], pseudo[None], conf[None], trust=1.0)[0]
     assert np.allclose(fused.sum(-1), 1.0)
     acc = lambda pred: float((pred == gt).mean())
     a_field = acc(probs.argmax(-1))

@@ -6,7 +6,9 @@ field's class probabilities p (H, W, C) as a product of experts:
 
     fused(c) ∝ p(c) * r(c)^trust,   r(c) = q for the reprojected class, (1 - q) / (C - 1) for the others,
 
-with q clipped to [1/C, `max_confidence`] (a reprojection never makes a class impossible). So where the field
+with q clipped to [1/C, `max_confidence`] (a reprojection never makes a class impossible). trust = 8 by
+default (measured, 200 steps: room3 mIoU 0.873 field alone, 0.919 trust 1, 0.943 trust 4, 0.952 trust 8,
+0.954 trust 16, reproject 0.946; demo 0.667 / 0.946 / 0.967 / 0.970 at 8, reproject 0.965). So where the field
 is sure and reprojection is weak (one far source, sources disagreeing) the field wins; where the field is
 unsure or misses a small object that several sources agree on, reprojection wins; where nothing reprojects
 (disocclusions, no depth) the field alone decides.
@@ -33,7 +35,7 @@ def fuse_probs(
     probs: np.ndarray,
     pseudo_index: np.ndarray,
     confidence: np.ndarray,
-    trust: float = 1.0,
+    trust: float = 8.0,
     max_confidence: float = 0.99,
 ) -> np.ndarray:
     """Product of experts of the field's probs (H, W, C) and a reprojected label map.
@@ -79,7 +81,7 @@ class FusedRenderer:
         sparse: SparseLabels,
         n_sources: int = 4,
         rel_tol: float = 0.05,
-        trust: float = 1.0,
+        trust: float = 8.0,
         depth_fn: Callable[[int], np.ndarray | None] | None = None,
         scene_depth: bool | None = None,
     ) -> None:
