@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -94,6 +94,9 @@ class AnnotateCommand:
     """Write LABELS/depth/ (rendered z-depth, uint16 mm)."""
     overlay: bool = True
     """Write LABELS/overlay/ (labels blended over the input image)."""
+    fuse: Literal["auto", "on", "off"] = "auto"
+    """Fuse the field's prediction with the user's labels reprojected through depth (the scene's, else the
+    field's rendered depth) where they agree across labelled frames: auto = on when the scene has depth."""
 
     def _check_paths(self) -> None:
         from labelfield.run import RunFolder
@@ -153,6 +156,7 @@ class AnnotateCommand:
                     rgb=self.rgb,
                     depth=self.depth,
                     overlay=self.overlay,
+                    fuse=self.fuse,
                 )
             dt = time.perf_counter() - t0
             video = None

@@ -67,15 +67,27 @@ def annotate_run(
     rgb: bool = True,
     depth: bool = True,
     overlay: bool = True,
+    fuse: str = "auto",
 ) -> list[FrameRecord]:
     """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
     `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames`. `scene_path` goes into frames.json
     (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
-    what it costs: rgb runs the colour head)."""
+    what it costs: rgb runs the colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth):
+    fuse the field with the user's labels reprojected through depth (`annotate.fuse.FusedRenderer`)."""
     scene = loaded.scene
     indices = list(range(len(scene))) if indices is None else list(indices)
+    has_depth = len(scene.frames) > 0 and all(f.has_depth() for f in scene.frames)
+    fusing = bool(loaded.labelled) and (fuse == "on" or (fuse == "auto" and has_depth))
+    # Fusion needs the class probabilities, and the rendered depth where the scene has none.
+    render_fn = run_labels_fn(
+        loaded, chunk, rgb=rgb, depth=depth or (fusing and not has_depth), probs=save_probs or fusing
+    )
+    if fusing:
+        from labelfield.annotate.fuse import FusedRenderer
+
+        render_fn = FusedRenderer(render_fn, scene, loaded.classes, loaded.sparse_labels())
     return annotate_frames(
-        run_labels_fn(loaded, chunk, rgb=rgb, depth=depth, probs=save_probs),
+        render_fn,
         scene,
         loaded.classes,
         out_dir,

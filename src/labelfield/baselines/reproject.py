@@ -14,6 +14,8 @@ void.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from labelfield.cameras import Intrinsics, project, unproject_depth
@@ -114,13 +116,73 @@ def lookup_labels(
     return out
 
 
-def _depth(scene: Scene, i: int) -> np.ndarray:
-    d = scene.frames[i].load_depth()
+DepthFn = Callable[[int], "np.ndarray | None"]
+
+
+def _depth(scene: Scene, i: int, depth_fn: DepthFn | None = None) -> np.ndarray:
+    d = scene.frames[i].load_depth() if depth_fn is None else depth_fn(i)
     if d is None:
         f = scene.frames[i]
         raise LabelfieldError(f"the reproject baseline needs depth maps; frame {f.name} has none",
                               f.rgb_path or scene.root)  # fmt: skip
     return d
+
+
+def nearest_sources(labelled: list[int], t: int, n_sources: int) -> list[int]:
+    """The `n_sources` labelled frames nearest to frame t in sequence order, nearest first."""
+    return sorted(labelled, key=lambda j: (abs(j - t), j))[: max(1, n_sources)]
+
+
+def source_warps(
+    scene: Scene,
+    sparse: SparseLabels,
+    t: int,
+    sources: list[int],
+    src_depth: dict[int, np.ndarray],
+    depth_t: np.ndarray | None,
+    rel_tol: float = 0.05,
+    fill_cracks: bool = True,
+) -> list[np.ndarray]:
+    """Each source's labels warped into frame t: a list of (H_t, W_t) ids (0 = this source does not see it).
+
+    Per source: forward warp (z-buffered, z-tested against `depth_t` when given), then with `depth_t` and
+    `fill_cracks` a z-tested backward lookup (`lookup_labels`) for the pixels the splat left empty.
+    """
+    ft = scene.frames[t]
+    out = []
+    for s in sources:
+        fs = scene.frames[s]
+        w = warp_labels(sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t,
+                        rel_tol, splat=1 if depth_t is not None else 2)  # fmt: skip
+        if fill_cracks and depth_t is not None:
+            looked = lookup_labels(sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t,
+                                   w == 0, rel_tol)  # fmt: skip
+            w = np.where(w != 0, w, looked)
+        out.append(w)
+    return out
+
+
+def vote(warps: list[np.ndarray], weights: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-source warps (nearest first) into (labels (H, W) ids, confidence (H, W) float32 in [0, 1]).
+
+    Each source votes for its label with weight `weights[k]` (default 1 / (1 + k): nearer sources count more);
+    the label with the largest vote wins (ties: the nearer source's). Confidence = winning vote / the votes of
+    all sources, seen or not: high where several sources agree, lower where only one sees the pixel or they
+    disagree, 0 where none sees it.
+    """
+    if weights is None:
+        weights = [1.0 / (1.0 + k) for k in range(len(warps))]
+    total = float(sum(weights))
+    best = np.zeros_like(warps[0])
+    best_w = np.zeros(warps[0].shape, np.float32)
+    for wk in warps:
+        support = np.zeros(wk.shape, np.float32)
+        for j, wj in enumerate(warps):
+            support += np.where((wj == wk) & (wk != 0), weights[j], 0.0).astype(np.float32)
+        better = support > best_w + 1e-6  # strict: a tie keeps the nearer source's label
+        best = np.where(better, wk, best)
+        best_w = np.where(better, support, best_w)
+    return best, (best_w / max(total, 1e-9)).astype(np.float32)
 
 
 def reproject_labels(
@@ -130,44 +192,30 @@ def reproject_labels(
     rel_tol: float = 0.05,
     fill_cracks: bool = True,
     on_progress: ProgressFn | None = None,
+    depth_fn: DepthFn | None = None,
+    targets: list[int] | None = None,
 ) -> dict[int, np.ndarray]:
-    """{frame index: (H, W) original ids} for every frame; labelled frames keep their sparse labels.
+    """{frame index: (H, W) original ids} for every frame (or `targets`); labelled frames keep their sparse labels.
 
+    Warps from the nearest sources, nearest first; a later source only fills pixels still empty.
     `fill_cracks`: after each source's forward warp, pixels still void with target depth get a backward
-    lookup into that source (z-tested), so only pixels no source sees stay void.
+    lookup into that source (z-tested), so only pixels no source sees stay void. `depth_fn`: `i -> depth`
+    instead of the scene's (e.g. sensor noise for experiments).
     """
     labelled = sorted(sparse)
-    src_depth = {i: _depth(scene, i) for i in labelled}
+    src_depth = {i: _depth(scene, i, depth_fn) for i in labelled}
     out: dict[int, np.ndarray] = {}
-    for t, ft in enumerate(scene.frames):
+    for t in range(len(scene.frames)) if targets is None else targets:
         if t in sparse:
             out[t] = sparse[t].copy()
         else:
-            depth_t = ft.load_depth()
-            ordered = sorted(labelled, key=lambda j: (abs(j - t), j))[: max(1, n_sources)]  # nearest first
+            depth_t = scene.frames[t].load_depth() if depth_fn is None else depth_fn(t)
+            sources = nearest_sources(labelled, t, n_sources)
             acc = None
-            for s in ordered:
-                fs = scene.frames[s]
-                w = warp_labels(sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t,
-                                rel_tol, splat=1 if depth_t is not None else 2)  # fmt: skip
+            for w in source_warps(scene, sparse, t, sources, src_depth, depth_t, rel_tol, fill_cracks):
                 acc = w if acc is None else np.where(acc != 0, acc, w)
-                if fill_cracks and depth_t is not None:
-                    acc = np.where(
-                        acc != 0,
-                        acc,
-                        lookup_labels(
-                            sparse[s],
-                            src_depth[s],
-                            fs.intrinsics,
-                            fs.c2w,
-                            ft.intrinsics,
-                            ft.c2w,
-                            depth_t,
-                            acc == 0,
-                            rel_tol,
-                        ),
-                    )
             out[t] = acc
         if on_progress is not None:
-            on_progress(Progress("reproject", t + 1, len(scene.frames), "frames"))
+            total = len(scene.frames) if targets is None else len(targets)
+            on_progress(Progress("reproject", len(out), total, "frames"))
     return out

@@ -71,8 +71,9 @@ class FitConfig:
     """Adam epsilon of every parameter group; None = the model's own (--model.adam-eps)."""
     semantic_weight: float = 0.1
     """lambda in L = MSE(rgb) + lambda * CE(labels), void ignored."""
-    depth_loss: bool = False
-    """Add an L1 loss on z-depth where the scene has depth (> 0)."""
+    depth_loss: Literal["auto", "on", "off"] = "auto"
+    """L1 loss on z-depth where the scene has depth (> 0): auto = on exactly when every frame has a depth map
+    (old configs' true/false load as on/off)."""
     depth_weight: float = 0.05
     """Weight of the depth loss (metres, L1) when --depth-loss is on."""
     checkpoint_every: int = 1000
@@ -104,6 +105,27 @@ class FitConfig:
     """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off."""
     opacity_entropy_weight: float = 0.0
     """Weight of a binary-entropy prior on every ray's opacity (opaque or empty, not in between); 0 = off."""
+    class_balance: float = 0.5
+    """Share of the labelled rays drawn class by class, so every class in the labelled frames is in every batch
+    (small objects get rays); the rest uniformly over labelled pixels. 0 = the old uniform sampling."""
+    depth_noise: Optional[str] = None
+    """Experiments: corrupt the scene's depth like a sensor before anything uses it, e.g.
+    holes=0.1,rel=0.01,abs=0.005,edges=1 (see labelfield.train.depth_noise); deterministic by --seed."""
+    pseudo_labels: Literal["auto", "on", "off"] = "auto"
+    """Also train on the user's labels reprojected through depth into the unlabelled frames, weighted by their
+    confidence (agreement of the nearest labelled frames): auto = on when the depth loss is on."""
+    pseudo_fraction: float = 0.25
+    """Share of each batch drawn from pseudo-labelled pixels (when there are pseudo-labels)."""
+    pseudo_min_confidence: float = 0.3
+    """Pseudo-labels below this confidence are not trained on."""
+    pseudo_sources: int = 4
+    """Labelled frames (nearest in sequence order) reprojected into each unlabelled frame."""
+
+    def __post_init__(self) -> None:
+        from labelfield.train.supervision import normalise_mode
+
+        self.depth_loss = normalise_mode(self.depth_loss)  # type: ignore[assignment]
+        self.pseudo_labels = normalise_mode(self.pseudo_labels, "pseudo_labels")  # type: ignore[assignment]
 
     @property
     def model(self) -> str:

@@ -32,13 +32,18 @@ class Losses:
 
 
 def semantic_loss(
-    logits: torch.Tensor, labels: torch.Tensor, log_probs: bool = False
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    log_probs: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy over rays with a label (labels >= 0); 0 when there is none.
+    """Mean (weighted) cross-entropy over rays with a label (labels >= 0); 0 when there is none.
 
     logits: (n, C) (or log-probabilities with `log_probs`, for models that composite probabilities);
-    labels: (n,) int64, -1 = void. Returns (loss, number of labelled rays). No host sync: the sum is divided
-    by max(count, 1), so the loss is finite whatever the batch holds.
+    labels: (n,) int64, -1 = void; weights: optional (n,) per-ray label weights (pseudo-label confidence).
+    The weighted sum is divided by the number of labelled rays
+    (not the weight sum), so a low-confidence pseudo-label only ever pulls less. Returns (loss, number of
+    labelled rays). No host sync: divided by max(count, 1), finite whatever the batch holds.
     """
     valid = labels >= 0
     target = labels.clamp_min(0)
@@ -46,8 +51,11 @@ def semantic_loss(
         ce = F.nll_loss(logits.float(), target, reduction="none")  # (n,)
     else:
         ce = F.cross_entropy(logits.float(), target, reduction="none")  # (n,)
+    w = valid.float()
+    if weights is not None:
+        w = w * weights.float()
     count = valid.sum()
-    return (ce * valid).sum() / count.clamp_min(1), count
+    return (ce * w).sum() / count.clamp_min(1), count
 
 
 def depth_loss(pred_distance: torch.Tensor, z_scale: torch.Tensor, target_z: torch.Tensor) -> torch.Tensor:
@@ -65,20 +73,23 @@ def compute_losses(
     depth: torch.Tensor | None = None,
     z_scale: torch.Tensor | None = None,
     depth_weight: float = 0.0,
+    label_weight: torch.Tensor | None = None,
 ) -> Losses:
-    """All terms for one batch. pred: render_rays output; rgb (n, 3); labels (n,); depth, z_scale (n,) or None."""
+    """All terms for one batch. pred: render_rays output; rgb (n, 3); labels (n,); depth, z_scale (n,) or None;
+    label_weight (n,) or None: per-ray weight of the label (pseudo-label confidence, 1 for user labels)."""
     mse = F.mse_loss(pred["rgb"].float(), rgb)
+    lw = label_weight
     if "log_probs" in pred:
-        sem, count = semantic_loss(pred["log_probs"], labels, log_probs=True)
+        sem, count = semantic_loss(pred["log_probs"], labels, log_probs=True, weights=lw)
     else:
-        sem, count = semantic_loss(pred["logits"], labels)
+        sem, count = semantic_loss(pred["logits"], labels, weights=lw)
     total = mse + semantic_weight * sem
     if "rgb_coarse" in pred:  # two-pass models (semantic-nerf): + MSE_c + lambda CE_c on the coarse pass
         total = total + F.mse_loss(pred["rgb_coarse"].float(), rgb)
         if "log_probs_coarse" in pred:
-            total = total + semantic_weight * semantic_loss(pred["log_probs_coarse"], labels, log_probs=True)[0]
+            total = total + semantic_weight * semantic_loss(pred["log_probs_coarse"], labels, True, lw)[0]
         elif "logits_coarse" in pred:
-            total = total + semantic_weight * semantic_loss(pred["logits_coarse"], labels)[0]
+            total = total + semantic_weight * semantic_loss(pred["logits_coarse"], labels, weights=lw)[0]
     dl = torch.zeros((), device=mse.device)
     if depth is not None and z_scale is not None and depth_weight > 0:
         dl = depth_loss(pred["depth"].float(), z_scale, depth)

@@ -47,6 +47,7 @@ from labelfield.scene import Scene
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, psnr_from_mse
+from labelfield.train.supervision import plan_supervision
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -258,8 +259,9 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
         scene = load_scene(config.scene, downscale=config.downscale)
     scene.validate()
     sparse = make_sparse_labels(scene, config.labelled, config.label_density, config.label_noise, config.seed)
-    if not config.depth_loss and scene.frames[0].has_depth():
-        message(on_progress, "this scene has depth maps; --depth-loss usually converges far faster", "hint")
+    # Depth auto|on|off, sensor noise, pseudo-labels (labelfield.train.supervision).
+    supervision = plan_supervision(config, scene, sparse)
+    message(on_progress, supervision.message)
     classes = scene.classes
 
     ckpt = None
@@ -290,7 +292,11 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
         if on_progress is not None:
             on_progress(Progress("load", i + 1, n, "frames", final=i + 1 == n))
 
-    dataset = RayDataset(scene, sparse, config.depth_loss, config.labelled_ray_fraction, on_frame=on_frame)
+    dataset = RayDataset(
+        scene, sparse, supervision.depth, config.labelled_ray_fraction, on_frame=on_frame,
+        class_balance=config.class_balance, depth_fn=supervision.depth_fn, pseudo=supervision.pseudo,
+        pseudo_fraction=config.pseudo_fraction, pseudo_min_confidence=config.pseudo_min_confidence,
+    )  # fmt: skip
     return Prepared(config, folder, resuming, device, n_threads, scene, sparse, spec, ckpt, dataset)
 
 
@@ -360,8 +366,9 @@ def train_step(
         batch = priors.sample(dataset, config.batch_rays, state.sampler).to(device)
         pred = state.model.render_rays(batch.rays_o, batch.rays_d, **priors.render_kwargs)
     losses = compute_losses(
-        pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight
-    )
+        pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight,
+        label_weight=batch.label_weight,
+    )  # fmt: skip
     total = losses.total
     if priors is not None:
         progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)

@@ -1,0 +1,192 @@
+"""Label quality (issue 8): depth auto, class-balanced sampling, pseudo-labels by reprojection, fusion."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from labelfield.annotate.fuse import FusedRenderer, fuse_probs
+from labelfield.baselines.pseudo_labels import make_pseudo_labels
+from labelfield.cameras import project, unproject_depth
+from labelfield.errors import LabelfieldError
+from labelfield.labels import make_sparse_labels
+from labelfield.scene import Scene
+from labelfield.synth.toy import toy_scene
+from labelfield.train.config import FitConfig
+from labelfield.train.dataset import RayDataset
+from labelfield.train.depth_noise import DepthNoise
+from labelfield.train.losses import semantic_loss
+from labelfield.train.supervision import plan_supervision, resolve_depth_loss
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return toy_scene(16, 48, 36, seed=1)
+
+
+def without_depth(scene: Scene) -> Scene:
+    frames = [dataclasses.replace(f, arrays={k: v for k, v in f.arrays.items() if k != "depth"}) for f in scene.frames]
+    return Scene(frames, scene.classes, None, "memory")
+
+
+# --- depth auto -------------------------------------------------------------------------------------
+def test_depth_auto_turns_on_exactly_when_depth_exists(scene):
+    rgb_only = without_depth(scene)
+    assert resolve_depth_loss("auto", scene) is True
+    assert resolve_depth_loss("auto", rgb_only) is False
+    assert resolve_depth_loss("off", scene) is False
+    with pytest.raises(LabelfieldError, match="no depth"):
+        resolve_depth_loss("on", rgb_only)
+    assert FitConfig().depth_loss == "auto"
+    # old config.json spelling (bool) still loads
+    assert FitConfig.from_dict({"depth_loss": True}).depth_loss == "on"
+    assert FitConfig.from_dict({"depth_loss": False}).depth_loss == "off"
+    with pytest.raises(LabelfieldError):
+        FitConfig.from_dict({"depth_loss": "maybe"})
+    sparse = make_sparse_labels(scene, "every:8")
+    sup = plan_supervision(FitConfig(pseudo_labels="off"), scene, sparse)
+    assert sup.depth and "depth" in sup.message
+    sup = plan_supervision(FitConfig(), rgb_only, sparse)
+    assert not sup.depth and not sup.pseudo and "no depth" in sup.message
+
+
+def test_depth_noise_is_deterministic_and_makes_holes(scene):
+    d = scene.frames[0].load_depth()
+    spec = DepthNoise.parse("holes=0.3,rel=0.02,blob=4")
+    a, b, c = spec.apply(d, 0, 3), spec.apply(d, 0, 3), spec.apply(d, 1, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    known = d > 0
+    hole = ((a == 0) & known).sum() / known.sum()
+    assert 0.1 < hole < 0.5
+    ok = (a > 0) & known
+    assert (a[ok] / d[ok] - 1).std() == pytest.approx(0.02, rel=0.3)
+    assert DepthNoise.parse(None) is None
+    with pytest.raises(LabelfieldError):
+        DepthNoise.parse("sparkle=3")
+
+
+# --- class balance ----------------------------------------------------------------------------------
+def test_class_balanced_sampling_returns_every_labelled_class(scene):
+    sparse = make_sparse_labels(scene, "every:8")
+    present = sorted({int(c) for c in scene.classes.to_index(np.concatenate([s.ravel() for s in sparse.values()]))
+                      if c >= 0})  # fmt: skip
+    ds = RayDataset(scene, sparse, labelled_fraction=0.1, class_balance=1.0)
+    assert ds.present_classes() == present and len(present) >= 4
+    gen = torch.Generator().manual_seed(0)
+    n_lab = round(64 * 0.1)
+    assert n_lab >= len(present)
+    for _ in range(20):
+        b = ds.sample(64, gen)
+        assert set(b.labels[:n_lab].tolist()) == set(present)
+    # the old uniform sampling is still there (class_balance=0) and misses the rarest class in some batches
+    counts = np.bincount(ds.labels[ds.labels >= 0].numpy(), minlength=max(present) + 1)
+    rare = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    uni = RayDataset(scene, sparse, labelled_fraction=0.1, class_balance=0.0)
+    missed = sum(rare not in uni.sample(64, gen).labels[:n_lab].tolist() for _ in range(20))
+    assert missed > 0
+
+
+# --- pseudo-labels ----------------------------------------------------------------------------------
+def brute_force_lookup(scene, src: int, t: int, rel_tol: float = 0.05) -> np.ndarray:
+    """Per target pixel: back-project with its depth, project into the source, take the nearest source
+    pixel's label if its depth agrees (a plain loop over pixels)."""
+    ft, fs = scene.frames[t], scene.frames[src]
+    dt, ds, ls = ft.load_depth(), fs.load_depth(), fs.load_labels()
+    pts = unproject_depth(dt.astype(np.float64), ft.intrinsics, ft.c2w)
+    out = np.zeros(dt.shape, np.int64)
+    for v in range(dt.shape[0]):
+        for u in range(dt.shape[1]):
+            if dt[v, u] <= 0:
+                continue
+            uv, z = project(pts[v, u][None], fs.intrinsics, fs.c2w)
+            su, sv = int(round(uv[0, 0])), int(round(uv[0, 1]))
+            if z[0] > 0 and 0 <= su < ds.shape[1] and 0 <= sv < ds.shape[0] and ds[sv, su] > 0:
+                if abs(ds[sv, su] - z[0]) <= rel_tol * z[0]:
+                    out[v, u] = ls[sv, su]
+    return out
+
+
+def test_pseudo_labels_land_on_the_right_pixels(scene):
+    sparse = make_sparse_labels(scene, "every:8")  # frames 0 and 8
+    pseudo = make_pseudo_labels(scene, sparse, n_sources=1, targets=[1, 7])
+    assert sorted(pseudo) == [1, 7]
+    for t, src in ((1, 0), (7, 8)):
+        lab, conf = pseudo[t]
+        brute = brute_force_lookup(scene, src, t)
+        both = (lab != 0) & (brute != 0)
+        assert both.mean() > 0.5
+        assert (lab[both] == brute[both]).mean() > 0.97
+        gt = scene.frames[t].load_labels()
+        assert (lab[lab != 0] == gt[lab != 0]).mean() > 0.97
+        assert np.all(conf[lab != 0] > 0) and np.all(conf[lab == 0] == 0)
+    # several sources: agreement raises confidence; labelled frames get none
+    many = make_pseudo_labels(scene, sparse, n_sources=2)
+    assert 0 not in many and 8 not in many and len(many) == 14
+    lab, conf = many[4]
+    assert conf.max() == pytest.approx(1.0) and 0 < conf[lab != 0].min() < 1.0
+
+
+def test_dataset_trains_on_pseudo_labels_with_their_confidence(scene):
+    sparse = make_sparse_labels(scene, "every:8")
+    pseudo = make_pseudo_labels(scene, sparse, n_sources=2)
+    ds = RayDataset(scene, sparse, labelled_fraction=0.25, pseudo=pseudo, pseudo_fraction=0.5,
+                    pseudo_min_confidence=0.5)  # fmt: skip
+    b = ds.sample(200, torch.Generator().manual_seed(0))
+    lab_part, ps_part = slice(0, 50), slice(50, 150)
+    assert torch.all(b.label_weight[lab_part] == 1.0)
+    assert torch.all(b.labels[ps_part] >= 0)
+    assert torch.all((b.label_weight[ps_part] >= 0.5) & (b.label_weight[ps_part] <= 1.0))
+    assert not set(b.frame[ps_part].tolist()) & set(sparse)
+    # zero-weight labels contribute nothing
+    logits = torch.randn(4, 3)
+    loss, n = semantic_loss(logits, torch.tensor([0, 1, 2, -1]), weights=torch.zeros(4))
+    assert float(loss) == 0.0 and int(n) == 3
+
+
+# --- fusion -----------------------------------------------------------------------------------------
+def test_fusion_is_never_worse_than_either_input():
+    # 3 classes, 4 regions of 25 pixels: field sure+right | field unsure+wrong | field sure+wrong | no reprojection
+    gt = np.repeat([0, 1, 2, 1], 25)
+    probs = np.zeros((100, 3), np.float32)
+    probs[:25] = [0.95, 0.03, 0.02]  # right, sure
+    probs[25:50] = [0.45, 0.40, 0.15]  # wrong (0), unsure; truth 1
+    probs[50:75] = [0.05, 0.90, 0.05]  # wrong (1), sure; truth 2
+    probs[75:] = [0.1, 0.8, 0.1]  # right, no reprojection there
+    pseudo = np.concatenate([np.full(25, 1), np.full(25, 1), np.full(25, 2), np.full(25, -1)])
+    conf = np.concatenate([np.full(25, 0.45), np.full(25, 0.7), np.full(25, 1.0), np.zeros(25)])
+    fused = fuse_probs(probs[None], pseudo[None], conf[None], trust=1.0)[0]
+    assert np.allclose(fused.sum(-1), 1.0)
+    acc = lambda pred: float((pred == gt).mean())
+    a_field = acc(probs.argmax(-1))
+    a_pseudo = acc(np.where(pseudo >= 0, pseudo, -1))
+    a_fused = acc(fused.argmax(-1))
+    assert a_fused >= max(a_field, a_pseudo)
+    assert a_fused == 1.0
+
+
+def test_fused_renderer_improves_a_wrong_field(scene):
+    sparse = make_sparse_labels(scene, "every:4")
+    C = scene.classes.num_classes
+
+    def render_fn(intr, c2w):  # a field that has learnt nothing: uniform-ish, slightly favouring class 0
+        H, W = intr.height, intr.width
+        p = np.full((H, W, C), 1.0 / C, np.float32)
+        p[..., 0] += 0.05
+        return {"probs": p / p.sum(-1, keepdims=True), "depth": np.zeros((H, W), np.float32),
+                "opacity": np.ones((H, W), np.float32), "rgb": np.zeros((H, W, 3), np.float32)}  # fmt: skip
+
+    fused = FusedRenderer(render_fn, scene, scene.classes, sparse)
+    t = 2
+    f = scene.frames[t]
+    gt = scene.classes.to_index(f.load_labels())
+    before = (render_fn(f.intrinsics, f.c2w)["probs"].argmax(-1) == gt).mean()
+    after = (fused(f.intrinsics, f.c2w)["probs"].argmax(-1) == gt).mean()
+    assert fused.fused_frames == 1 and after > before + 0.3 and after > 0.9
+    # labelled frames and unknown cameras are passed through untouched
+    g = scene.frames[4]
+    np.testing.assert_array_equal(fused(g.intrinsics, g.c2w)["probs"], render_fn(g.intrinsics, g.c2w)["probs"])
+    assert fused.fused_frames == 1
