@@ -48,7 +48,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fit import parse_set  # noqa: E402
-from propagation import eval_subset, machine_info, run_baseline, score_model, warm_up  # noqa: E402
+from propagation import eval_subset, machine_info, run_baseline, score, score_model, warm_up  # noqa: E402
 from quality_scenes import SuiteScene, cpu_model, ensure_rendered, select  # noqa: E402
 
 from labelfield.io import atomic_path, write_json  # noqa: E402
@@ -118,8 +118,10 @@ def fit_and_score(scene_path: Path, setting: Setting, clock: str, args: argparse
     scene = run.scene
     frames = eval_subset(scene, sorted(run.labelled), args.eval_frames, "unlabelled")
     metrics = score_model(run.model, scene, frames, set(run.labelled), "ngp", workdir, device, args.chunk)
+    fused = score_fused(run, frames, workdir, args.chunk, scene_depth=setting.depth)
     return {
         **metrics,
+        "fused": fused,
         "steps": result.step,
         "train_seconds": result.seconds,
         "fit_wall_seconds": fit_wall,
@@ -129,6 +131,28 @@ def fit_and_score(scene_path: Path, setting: Setting, clock: str, args: argparse
         "eval_frames": frames,
         "config": {k: v for k, v in config.to_dict().items() if k not in ("scene", "out", "resume")},
     }
+
+
+def score_fused(run: Any, frames: list[int], workdir: Path, chunk: int, scene_depth: bool) -> dict[str, Any]:
+    """What `labelfield annotate` writes by default: the field fused with the user's labels reprojected through
+    depth (the scene's in RGB-D settings; the field's rendered depth in RGB-only ones, as for a scene without
+    depth maps). Scored like `score_model` (consistency on GT depth)."""
+    from labelfield.annotate.fitted import run_labels_fn
+    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.fuse import FusedRenderer
+
+    fuse = FusedRenderer(run_labels_fn(run, chunk, rgb=False, depth=True, probs=True), run.scene, run.classes,
+                         run.sparse_labels(), scene_depth=scene_depth)  # fmt: skip
+
+    def render(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
+        out = fuse(intr, c2w)
+        out["depth"] = None  # consistency on GT depth for every method
+        return out
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        annotate_frames(render, run.scene, run.classes, tmp, frames, set(run.labelled), given=None,
+                        keep_given=False, scene_path=run.scene.root, method="ngp+fusion")  # fmt: skip
+        return score(Path(tmp), run.scene)
 
 
 def baseline_and_score(scene_path: Path, setting: Setting, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -336,12 +360,18 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(dir=args.workdir, prefix="labelfield_quality_") as tmp:
                     if method == "field":
                         row.update(fit_and_score(path, st, clock, args, Path(tmp)))
+                        fused = {**row, **row.pop("fused"), "method": "field+fusion"}
+                        fused["small_miou"], fused["worst_small"] = small_stats(fused.get("per_class_iou"))
                     else:
                         row.update(baseline_and_score(path, st, args, Path(tmp)))
                 row["small_miou"], row["worst_small"] = small_stats(row.get("per_class_iou"))
             except Exception as e:  # noqa: BLE001 - one failing run must not lose the others' results
                 row["error"] = f"{type(e).__name__}: {e}"
         results["runs"].append(row)
+        if method == "field" and "error" not in row and "skipped" not in row:
+            results["runs"].append(fused)
+            print(f"{sc.name} {st.name} {clock} field+fusion: mIoU {_f(fused['miou'])} consistency "
+                  f"{_f(fused['consistency'])} small {_f(fused['small_miou'])}", flush=True)  # fmt: skip
         msg = row.get("error") or row.get("skipped") or (
             f"mIoU {_f(row['miou'])} consistency {_f(row['consistency'])} small {_f(row['small_miou'])} "
             f"steps {row['steps']} wall {row['wall_seconds']:.0f} s")  # fmt: skip

@@ -68,9 +68,9 @@ def test_manifest_formats_and_overrides(tmp_path):
     assert b.fit["model_config"] == {"hidden_dim": 8, "n_levels": 16}  # nested options merge key by key
 
     (tmp_path / "m.csv").write_text("path,steps,depth_loss,model_config.hidden_dim,export\n"
-                                    "scenes/a,7,true,12,cvat;coco\nscenes/b,,,,\n")  # fmt: skip
+                                    "scenes/a,7,on,12,cvat;coco\nscenes/b,,,,\n")  # fmt: skip
     a, b = read_manifest(tmp_path / "m.csv", defaults, gt_default="scene")
-    assert a.fit["steps"] == 7 and a.fit["depth_loss"] is True and a.fit["model_config"]["hidden_dim"] == 12
+    assert a.fit["steps"] == 7 and a.fit["depth_loss"] == "on" and a.fit["model_config"]["hidden_dim"] == 12
     assert a.export == ["cvat", "coco"] and b.fit["steps"] == 100 and b.gt == b.path
 
     found = read_manifest(tmp_path / "scenes", defaults)  # a folder: every scene below it
