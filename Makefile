@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 # Browser tests of `labelfield serve` (tests/test_serve_browser.py): the serve + browser-test extras and
 # Debian's chromium (Playwright's own browser download is not reachable). apt-get runs only as root or in CI

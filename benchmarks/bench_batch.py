@@ -28,8 +28,15 @@ from pathlib import Path  # noqa: E402
 from labelfield.formats import write_scene  # noqa: E402
 from labelfield.synth.toy import toy_scene  # noqa: E402
 
-SMALL = {"log2_table_size": 14, "n_levels": 8, "max_resolution": 256, "occupancy_resolution": 32,
-         "hidden_dim": 32, "samples_per_diagonal": 128, "max_samples_per_ray": 32}  # fmt: skip
+SMALL = {
+    "log2_table_size": 14,
+    "n_levels": 8,
+    "max_resolution": 256,
+    "occupancy_resolution": 32,
+    "hidden_dim": 32,
+    "samples_per_diagonal": 128,
+    "max_samples_per_ray": 32,
+}
 
 
 def cpu_model() -> str:
@@ -43,9 +50,27 @@ def cpu_model() -> str:
 
 
 def run_batch(scenes: Path, out: Path, num_cpus: int, cpus: int, steps: int, frames: int) -> dict:
-    args = [sys.executable, "-m", "labelfield.cli", "batch", str(scenes), "--out", str(out), "--num-cpus",
-            str(num_cpus), "--cpus-per-scene", str(cpus), "--no-progress", "--steps", str(steps), "--labelled",
-            f"every:{max(1, frames // 4)}", "--batch-rays", "512", "--eval-scene-labels"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "labelfield.cli",
+        "batch",
+        str(scenes),
+        "--out",
+        str(out),
+        "--num-cpus",
+        str(num_cpus),
+        "--cpus-per-scene",
+        str(cpus),
+        "--no-progress",
+        "--steps",
+        str(steps),
+        "--labelled",
+        f"every:{max(1, frames // 4)}",
+        "--batch-rays",
+        "512",
+        "--eval-scene-labels",
+    ]
     for k, v in SMALL.items():
         args += [f"--model-config.{k.replace('_', '-')}", str(v)]
     t0 = time.perf_counter()
@@ -95,18 +120,42 @@ def main() -> None:
                 print(f"  {r['layout']}: {r['wall_s']:.1f} s, {r['scenes_per_hour']:.0f} scenes/h", flush=True)
                 results.append(r)
     load = os.getloadavg()
-    print(f"\n{a.scenes} scenes ({a.frames} frames {a.size[0]}x{a.size[1]}, {a.steps} steps), local Ray "
-          f"--num-cpus {a.num_cpus}; {cpu_model()}, load average {load[0]:.1f} (shared machine)")  # fmt: skip
-    head = ["layout", "wall s", "scenes/h", "scene wall s", "fit s", "steps/s", "CPU s/scene", "CPU use",
-            "start/stop s", "mIoU"]  # fmt: skip
+    print(
+        f"\n{a.scenes} scenes ({a.frames} frames {a.size[0]}x{a.size[1]}, {a.steps} steps), local Ray "
+        f"--num-cpus {a.num_cpus}; {cpu_model()}, load average {load[0]:.1f} (shared machine)"
+    )
+    head = [
+        "layout",
+        "wall s",
+        "scenes/h",
+        "scene wall s",
+        "fit s",
+        "steps/s",
+        "CPU s/scene",
+        "CPU use",
+        "start/stop s",
+        "mIoU",
+    ]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in results:
-        print(f"| {r['layout']} | {r['wall_s']:.1f} | {r['scenes_per_hour']:.0f} | {r['scene_wall_s']:.1f} | "
-              f"{r['scene_fit_s']:.1f} | {r['steps_per_s']:.1f} | {r['scene_cpu_s']:.1f} | "
-              f"{r['cpu_use']:.0%} | {r['start_stop_s']:.1f} | {r['miou']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['layout']} | {r['wall_s']:.1f} | {r['scenes_per_hour']:.0f} | {r['scene_wall_s']:.1f} | "
+            f"{r['scene_fit_s']:.1f} | {r['steps_per_s']:.1f} | {r['scene_cpu_s']:.1f} | "
+            f"{r['cpu_use']:.0%} | {r['start_stop_s']:.1f} | {r['miou']:.3f} |"
+        )
     a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps({"cpu": cpu_model(), "load_average": load, "args": {k: (str(v) if isinstance(
-        v, Path) else v) for k, v in vars(a).items()}, "runs": results}, indent=1) + "\n")  # fmt: skip
+    a.json.write_text(
+        json.dumps(
+            {
+                "cpu": cpu_model(),
+                "load_average": load,
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+                "runs": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"-> {a.json}")
 
 

@@ -106,9 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right" if col != "impl" else "left")
     for r in rows:
         table.add_row(
-            r["impl"], str(r["levels"]), str(r["features"]), f"2^{r['n_points'].bit_length() - 1}",
-            f"{r['best_ms']:.1f}", f"{r['mpts_per_s']:.2f}", f"{r['mpts_per_cpu_s']:.2f}",
-        )  # fmt: skip
+            r["impl"],
+            str(r["levels"]),
+            str(r["features"]),
+            f"2^{r['n_points'].bit_length() - 1}",
+            f"{r['best_ms']:.1f}",
+            f"{r['mpts_per_s']:.2f}",
+            f"{r['mpts_per_cpu_s']:.2f}",
+        )
     Console().print(table)
     if args.json:
         with atomic_path(args.json) as tmp:

@@ -72,8 +72,9 @@ def write_dense(out: Path, scene, dense: dict[int, np.ndarray], indices: list[in
     for i in indices:
         write_frame(out, scene.frames[i].name, dense[i], scene.classes)
         recs.append(FrameRecord.from_frame(scene.frames[i], i, False, False))
-    write_manifest(out, scene_path=scene.root, format=scene.format, downscale=1, method=method,
-                   classes=scene.classes, frames=recs)  # fmt: skip
+    write_manifest(
+        out, scene_path=scene.root, format=scene.format, downscale=1, method=method, classes=scene.classes, frames=recs
+    )
 
 
 def main() -> None:
@@ -82,8 +83,9 @@ def main() -> None:
     ap.add_argument("--labelled", default="every:10")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=4, help="score every k-th unlabelled frame")
-    ap.add_argument("--variant", action="append", default=[],
-                    help='"name|key=value;key=value" (values as JSON, else strings)')  # fmt: skip
+    ap.add_argument(
+        "--variant", action="append", default=[], help='"name|key=value;key=value" (values as JSON, else strings)'
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
@@ -100,8 +102,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for vi, (name, over) in enumerate(variants):
-            cfg = FitConfig(out=tmp / f"run{vi}", labelled=args.labelled, steps=args.steps, progress=False,
-                            threads=args.threads, seed=args.seed)  # fmt: skip
+            cfg = FitConfig(
+                out=tmp / f"run{vi}",
+                labelled=args.labelled,
+                steps=args.steps,
+                progress=False,
+                threads=args.threads,
+                seed=args.seed,
+            )
             for k in over:
                 if not hasattr(cfg, k):
                     raise SystemExit(f"unknown FitConfig option {k!r}")
@@ -115,8 +123,9 @@ def main() -> None:
                 rows.append((f"reproject (noise {noise})", baselines[noise], None))
                 print(f"reproject (noise {noise}): mIoU {baselines[noise]['miou']:.3f}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            res = fit(cfg, scene=scene, on_step=lambda s: s % 50 == 0 and print(f"  step {s}", file=sys.stderr,
-                                                                                   flush=True))  # fmt: skip
+            res = fit(
+                cfg, scene=scene, on_step=lambda s: s % 50 == 0 and print(f"  step {s}", file=sys.stderr, flush=True)
+            )
             t_fit = time.perf_counter() - t0
             run = load_run(tmp / f"run{vi}", device="cpu", scene=Path(args.scene))
             cache: dict[bytes, dict] = {}
@@ -131,8 +140,9 @@ def main() -> None:
             annotate_frames(render_fn, scene, scene.classes, out_f, indices, set(sparse), progress=False)
             field = score(out_f, scene)
             # RGB-only variants fuse through the field's rendered depth, as a scene without depth would.
-            fused_fn = FusedRenderer(render_fn, scene, scene.classes, sparse, depth_fn=depth_fn,
-                                     scene_depth=cfg.depth_loss != "off")  # fmt: skip
+            fused_fn = FusedRenderer(
+                render_fn, scene, scene.classes, sparse, depth_fn=depth_fn, scene_depth=cfg.depth_loss != "off"
+            )
             out_u = tmp / f"fused{vi}"
             annotate_frames(fused_fn, scene, scene.classes, out_u, indices, set(sparse), progress=False)
             fused = score(out_u, scene)
@@ -140,8 +150,11 @@ def main() -> None:
             rows.append((f"{name}: field", field, meta))
             rows.append((f"{name}: field + fusion", fused, meta))
             results.append({"variant": name, "overrides": over, "field": field, "fused": fused, **meta})
-            print(f"[{name}] field mIoU {field['miou']:.3f}  fused {fused['miou']:.3f}  ({t_fit:.0f} s)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"[{name}] field mIoU {field['miou']:.3f}  fused {fused['miou']:.3f}  ({t_fit:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     head = "| what | mIoU | acc | consistency | " + " | ".join(smalls) + " | steps | fit s |"
     print(f"\nscene {args.scene}, {args.labelled}, {args.steps} steps, {len(indices)} scored unlabelled frames")
@@ -151,11 +164,20 @@ def main() -> None:
     for what, s, meta in rows:
         pc = [f3(s["per_class_iou"].get(c)) for c in smalls]
         m = meta or {}
-        print(f"| {what} | {f3(s['miou'])} | {f3(s['accuracy'])} | {f3(s['consistency'])} | " + " | ".join(pc)
-              + f" | {m.get('steps', '')} | {m.get('fit_s', '')} |")  # fmt: skip
+        print(
+            f"| {what} | {f3(s['miou'])} | {f3(s['accuracy'])} | {f3(s['consistency'])} | "
+            + " | ".join(pc)
+            + f" | {m.get('steps', '')} | {m.get('fit_s', '')} |"
+        )
     if args.json:
-        doc = {"scene": args.scene, "labelled": args.labelled, "steps": args.steps, "scored_frames": indices,
-               "baselines": {str(k): v for k, v in baselines.items()}, "variants": results}  # fmt: skip
+        doc = {
+            "scene": args.scene,
+            "labelled": args.labelled,
+            "steps": args.steps,
+            "scored_frames": indices,
+            "baselines": {str(k): v for k, v in baselines.items()},
+            "variants": results,
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1))
 

@@ -29,9 +29,7 @@ from labelfield.train.trainer import fit  # noqa: E402
 
 def repeat_scene(scene: Scene, n_frames: int) -> Scene:
     """`scene` with its frames cycled (renamed, same files) until it has n_frames."""
-    frames = [
-        dataclasses.replace(scene.frames[i % len(scene)], name=f"f{i:05d}", arrays={}) for i in range(n_frames)
-    ]
+    frames = [dataclasses.replace(scene.frames[i % len(scene)], name=f"f{i:05d}", arrays={}) for i in range(n_frames)]
     return Scene(frames, scene.classes, scene.root, scene.format)
 
 
@@ -50,8 +48,16 @@ def main() -> None:
         config = FitConfig(out=Path(tmp) / "run", steps=args.steps, depth_loss=True, progress=False)
         result = fit(config, scene=scene)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    row = {"frames": args.frames, "width": w, "height": h, "steps": result.step, "seconds": time.perf_counter() - t0,
-           "peak_rss_mb": peak_mb, "target_mb": 4096, "ok": peak_mb < 4096}  # fmt: skip
+    row = {
+        "frames": args.frames,
+        "width": w,
+        "height": h,
+        "steps": result.step,
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": peak_mb,
+        "target_mb": 4096,
+        "ok": peak_mb < 4096,
+    }
     print(f"{args.frames} frames {w}x{h}, {result.step} steps: peak RSS {peak_mb:,.0f} MB (target < 4,096 MB)")
     if args.json:
         args.json.write_text(json.dumps(row, indent=1) + "\n")

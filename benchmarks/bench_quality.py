@@ -83,8 +83,13 @@ SETTINGS = {
 
 
 # --- the adapters: every call into the pipeline lives here ------------------------------------------
-def fit_and_score(scene_path: Path, setting: Setting, clock: str, args: argparse.Namespace, workdir: Path,
-                  ) -> dict[str, Any]:  # fmt: skip
+def fit_and_score(
+    scene_path: Path,
+    setting: Setting,
+    clock: str,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> dict[str, Any]:
     """Fit the field on `scene_path` with `setting` under `clock` ("steps" or "time"), render the scored frames
     like `labelfield annotate`, evaluate them like `labelfield eval`. Returns the run's metrics dict."""
     from labelfield.run import load_run
@@ -141,8 +146,13 @@ def score_fused(run: Any, frames: list[int], workdir: Path, chunk: int, scene_de
     from labelfield.annotate.frames import annotate_frames
     from labelfield.annotate.fuse import FusedRenderer
 
-    fuse = FusedRenderer(run_labels_fn(run, chunk, rgb=False, depth=True, probs=True), run.scene, run.classes,
-                         run.sparse_labels(), scene_depth=scene_depth)  # fmt: skip
+    fuse = FusedRenderer(
+        run_labels_fn(run, chunk, rgb=False, depth=True, probs=True),
+        run.scene,
+        run.classes,
+        run.sparse_labels(),
+        scene_depth=scene_depth,
+    )
 
     def render(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
         out = fuse(intr, c2w)
@@ -150,8 +160,18 @@ def score_fused(run: Any, frames: list[int], workdir: Path, chunk: int, scene_de
         return out
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        annotate_frames(render, run.scene, run.classes, tmp, frames, set(run.labelled), given=None,
-                        keep_given=False, scene_path=run.scene.root, method="ngp+fusion")  # fmt: skip
+        annotate_frames(
+            render,
+            run.scene,
+            run.classes,
+            tmp,
+            frames,
+            set(run.labelled),
+            given=None,
+            keep_given=False,
+            scene_path=run.scene.root,
+            method="ngp+fusion",
+        )
         return score(Path(tmp), run.scene)
 
 
@@ -166,9 +186,15 @@ def baseline_and_score(scene_path: Path, setting: Setting, args: argparse.Namesp
     frames = eval_subset(scene, sorted(sparse), args.eval_frames, "unlabelled")
     res = run_baseline(setting.baseline, scene, sparse, frames, workdir)
     point = res["points"][0]
-    return {**{k: v for k, v in point.items() if k not in ("seconds", "steps")}, "steps": None,
-            "train_seconds": point["seconds"], "wall_seconds": time.perf_counter() - t0,
-            "n_labelled": len(sparse), "n_frames": len(scene.frames), "eval_frames": frames}  # fmt: skip
+    return {
+        **{k: v for k, v in point.items() if k not in ("seconds", "steps")},
+        "steps": None,
+        "train_seconds": point["seconds"],
+        "wall_seconds": time.perf_counter() - t0,
+        "n_labelled": len(sparse),
+        "n_frames": len(scene.frames),
+        "eval_frames": frames,
+    }
 
 
 def scene_has_depth(scene_path: Path) -> bool:
@@ -215,37 +241,56 @@ def _f(v: Any, fmt: str = ".3f") -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The tables: summary per split, every run, and per-class IoU (small/thin classes marked *)."""
     m = results["machine"]
-    lines = [f"# Quality suite ({results['label']})", "",
-             f"CPU: {m['cpu_model']}, {m['threads']} threads, torch {m['torch']}; {results['eval_note']}", "",
-             "## Mean and worst scene per split", "",
-             "| split | setting | clock | method | scenes | mIoU mean | mIoU worst (scene) | consistency mean | "
-             "consistency worst | small-class mIoU mean | small worst |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Quality suite ({results['label']})",
+        "",
+        f"CPU: {m['cpu_model']}, {m['threads']} threads, torch {m['torch']}; {results['eval_note']}",
+        "",
+        "## Mean and worst scene per split",
+        "",
+        "| split | setting | clock | method | scenes | mIoU mean | mIoU worst (scene) | consistency mean | "
+        "consistency worst | small-class mIoU mean | small worst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in results["summary"]:
-        lines.append(f"| {s['split']} | {s['setting']} | {s['clock']} | {s['method']} | {s['scenes']} | "
-                     f"{_f(s['miou_mean'])} | {_f(s['miou_worst'])} ({s['miou_worst_scene']}) | "
-                     f"{_f(s['consistency_mean'])} | {_f(s['consistency_worst'])} | {_f(s['small_miou_mean'])} | "
-                     f"{_f(s['small_miou_worst'])} |")  # fmt: skip
-    lines += ["", "## Every run", "",
-              "| scene | split | setting | clock | method | labelled | steps | train s | wall s | mIoU | accuracy | "
-              "consistency | small mIoU | worst small class | PSNR |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {s['split']} | {s['setting']} | {s['clock']} | {s['method']} | {s['scenes']} | "
+            f"{_f(s['miou_mean'])} | {_f(s['miou_worst'])} ({s['miou_worst_scene']}) | "
+            f"{_f(s['consistency_mean'])} | {_f(s['consistency_worst'])} | {_f(s['small_miou_mean'])} | "
+            f"{_f(s['small_miou_worst'])} |"
+        )
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| scene | split | setting | clock | method | labelled | steps | train s | wall s | mIoU | accuracy | "
+        "consistency | small mIoU | worst small class | PSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["runs"]:
         head = f"| {r['scene']} | {r['split']} | {r['setting']} | {r['clock']} | {r['method']} |"
         if "error" in r or r.get("skipped"):
             lines.append(f"{head} {r.get('error') or r.get('skipped')} |||||||||||")
             continue
-        lines.append(f"{head} {r['n_labelled']}/{r['n_frames']} | {_f(r['steps'], 'd')} | "
-                     f"{_f(r['train_seconds'], '.1f')} | {_f(r['wall_seconds'], '.0f')} | {_f(r['miou'])} | "
-                     f"{_f(r['accuracy'])} | {_f(r['consistency'])} | {_f(r['small_miou'])} | "
-                     f"{r['worst_small'] or '–'} | {_f(r['psnr'], '.1f')} |")  # fmt: skip
-    names = sorted({c for r in results["runs"] for c in (r.get("per_class_iou") or {})},
-                   key=lambda c: (c not in SMALL_CLASSES, c))  # fmt: skip
+        lines.append(
+            f"{head} {r['n_labelled']}/{r['n_frames']} | {_f(r['steps'], 'd')} | "
+            f"{_f(r['train_seconds'], '.1f')} | {_f(r['wall_seconds'], '.0f')} | {_f(r['miou'])} | "
+            f"{_f(r['accuracy'])} | {_f(r['consistency'])} | {_f(r['small_miou'])} | "
+            f"{r['worst_small'] or '–'} | {_f(r['psnr'], '.1f')} |"
+        )
+    names = sorted(
+        {c for r in results["runs"] for c in (r.get("per_class_iou") or {})}, key=lambda c: (c not in SMALL_CLASSES, c)
+    )
     if names:
-        lines += ["", "## Per-class IoU (* = small or thin class)", "",
-                  "| scene | setting | clock | method | " + " | ".join(f"{c}{'*' if c in SMALL_CLASSES else ''}"
-                                                                 for c in names) + " |",
-                  "|---|---|---|---|" + "---|" * len(names)]  # fmt: skip
+        lines += [
+            "",
+            "## Per-class IoU (* = small or thin class)",
+            "",
+            "| scene | setting | clock | method | "
+            + " | ".join(f"{c}{'*' if c in SMALL_CLASSES else ''}" for c in names)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(names),
+        ]
         for r in results["runs"]:
             pc = r.get("per_class_iou")
             if pc:
@@ -315,8 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     scenes = select(args.split, names, args.quick)
     device = resolve_device(args.device)
     threads = set_threads(args.threads) if device.type == "cpu" else torch.get_num_threads()
-    settings = {"settings": args.settings, "clock": args.clock, "steps": args.steps, "time_budget": args.time_budget,
-                "eval_frames": args.eval_frames, "set": args.set, "seed": args.seed}  # fmt: skip
+    settings = {
+        "settings": args.settings,
+        "clock": args.clock,
+        "steps": args.steps,
+        "time_budget": args.time_budget,
+        "eval_frames": args.eval_frames,
+        "set": args.set,
+        "seed": args.seed,
+    }
     label = "quick" if args.quick else (args.scenes or args.split)
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_quality.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -324,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_info(device, threads), "cpu_model": cpu_model()},
         "settings": settings,
         "scenes": {s.name: {"split": s.split, "path": str(s.location()), "low_label": s.low_label} for s in scenes},
-        "eval_note": (f"scored on {'all' if args.eval_frames <= 0 else args.eval_frames} unlabelled frames per "
-                      "scene (adjacent pairs, the same for every method); 3D consistency on GT depth"),
+        "eval_note": (
+            f"scored on {'all' if args.eval_frames <= 0 else args.eval_frames} unlabelled frames per "
+            "scene (adjacent pairs, the same for every method); 3D consistency on GT depth"
+        ),
         "runs": [],
-    }  # fmt: skip
+    }
     done: dict[tuple, dict[str, Any]] = {}
     if args.resume and args.json.is_file():
         old = json.loads(args.json.read_text())
@@ -336,17 +390,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resuming: {len(done)} finished run(s) kept from {args.json}")
     todo = plan(scenes, args)
     n_fits = sum(1 for t in todo if t[3] == "field")
-    print(f"bench_quality: {len(scenes)} scene(s) {[s.name for s in scenes]}, {len(todo)} runs ({n_fits} fits, "
-          f"clock {args.clock}: {args.steps} steps / {args.time_budget:.0f} s); CPU {results['machine']['cpu_model']}",
-          flush=True)  # fmt: skip
+    print(
+        f"bench_quality: {len(scenes)} scene(s) {[s.name for s in scenes]}, {len(todo)} runs ({n_fits} fits, "
+        f"clock {args.clock}: {args.steps} steps / {args.time_budget:.0f} s); CPU {results['machine']['cpu_model']}",
+        flush=True,
+    )
     warm_up(device)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     depth_of: dict[str, bool] = {}
     for sc, st, clock, method in todo:
         path, _ = ensure_rendered(sc)
-        row: dict[str, Any] = {"scene": sc.name, "split": sc.split, "setting": st.name, "clock": clock,
-                               "method": method, "labelled": st.spec}  # fmt: skip
+        row: dict[str, Any] = {
+            "scene": sc.name,
+            "split": sc.split,
+            "setting": st.name,
+            "clock": clock,
+            "method": method,
+            "labelled": st.spec,
+        }
         key = (sc.name, st.name, clock, method)
         if key in done:
             results["runs"].append(done[key])
@@ -370,11 +432,19 @@ def main(argv: list[str] | None = None) -> int:
         results["runs"].append(row)
         if method == "field" and "error" not in row and "skipped" not in row:
             results["runs"].append(fused)
-            print(f"{sc.name} {st.name} {clock} field+fusion: mIoU {_f(fused['miou'])} consistency "
-                  f"{_f(fused['consistency'])} small {_f(fused['small_miou'])}", flush=True)  # fmt: skip
-        msg = row.get("error") or row.get("skipped") or (
-            f"mIoU {_f(row['miou'])} consistency {_f(row['consistency'])} small {_f(row['small_miou'])} "
-            f"steps {row['steps']} wall {row['wall_seconds']:.0f} s")  # fmt: skip
+            print(
+                f"{sc.name} {st.name} {clock} field+fusion: mIoU {_f(fused['miou'])} consistency "
+                f"{_f(fused['consistency'])} small {_f(fused['small_miou'])}",
+                flush=True,
+            )
+        msg = (
+            row.get("error")
+            or row.get("skipped")
+            or (
+                f"mIoU {_f(row['miou'])} consistency {_f(row['consistency'])} small {_f(row['small_miou'])} "
+                f"steps {row['steps']} wall {row['wall_seconds']:.0f} s"
+            )
+        )
         print(f"{sc.name} {st.name} {clock} {method}: {msg}", flush=True)
         results["summary"] = summarise(results["runs"])
         results["total_seconds"] = time.perf_counter() - t_all

@@ -99,8 +99,23 @@ def main() -> None:
     gtj = scene.frames[args.frame].load_labels()
     run = Path(tempfile.mkdtemp(prefix="bench_serve_")) / "run"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "labelfield.cli", "serve", args.scene, "--run", str(run), "--port", "0",
-           "--threads", str(args.threads), "--device", "cpu", "--preview-size", str(args.preview_size)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "labelfield.cli",
+        "serve",
+        args.scene,
+        "--run",
+        str(run),
+        "--port",
+        "0",
+        "--threads",
+        str(args.threads),
+        "--device",
+        "cpu",
+        "--preview-size",
+        str(args.preview_size),
+    ]
     t_start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     url = None
@@ -161,7 +176,9 @@ def main() -> None:
         "first_preview_miou": None if not rendered else round(rendered[0][2], 3),
         "refresh_mean_s": None if not len(gaps) else round(float(gaps.mean()), 2),
         "refresh_max_s": None if not len(gaps) else round(float(gaps.max()), 2),
-        "renders": [{"t": round(t, 2), "step": s, "miou": round(m, 3), "cpu_s": round(c, 2)} for t, s, m, c in rendered],  # noqa: E501
+        "renders": [
+            {"t": round(t, 2), "step": s, "miou": round(m, 3), "cpu_s": round(c, 2)} for t, s, m, c in rendered
+        ],  # noqa: E501
         "miou_0.5_s": next((round(r[0], 2) for r in rendered if r[2] >= 0.5), None),
         "miou_0.5_cpu_s": next((round(r[3], 2) for r in rendered if r[2] >= 0.5), None),
         "refresh_cpu_mean_s": None if len(rendered) < 2 else round(float(np.diff([r[3] for r in rendered]).mean()), 2),
@@ -173,10 +190,12 @@ def main() -> None:
     print(f"{'first propagated preview after 1st stroke s':44s} {str(result['first_preview_s']):>10}  <= 10")
     print(f"{'  server CPU-seconds until then (2 cores: /2)':44s} {result['first_preview_cpu_s']:>10}")
     print(f"{'  its mIoU on frame ' + str(args.frame):44s} {str(result['first_preview_miou']):>10}")
-    print(f"{'refresh interval mean / max s':44s} {str(result['refresh_mean_s']) + ' / ' + str(result['refresh_max_s']):>10}  <= 5")  # noqa: E501
+    refresh = f"{result['refresh_mean_s']} / {result['refresh_max_s']}"
+    print(f"{'refresh interval mean / max s':44s} {refresh:>10}  <= 5")
     print(f"{'  in server CPU-seconds (2 cores: /2)':44s} {str(result['refresh_cpu_mean_s']):>10}")
     print(f"{'last mIoU on frame ' + str(args.frame):44s} {rendered[-1][2] if rendered else None!s:>10}")
-    print(f"{'preview mIoU >= 0.5 after s (CPU-s)':44s} {str(result['miou_0.5_s']) + ' (' + str(result['miou_0.5_cpu_s']) + ')':>10}")  # noqa: E501
+    reach = f"{result['miou_0.5_s']} ({result['miou_0.5_cpu_s']})"
+    print(f"{'preview mIoU >= 0.5 after s (CPU-s)':44s} {reach:>10}")
     print(f"{'training steps/s (while rendering)':44s} {result['steps_per_s']:>10}")
     if args.json:
         with atomic_path(args.json) as tmp:

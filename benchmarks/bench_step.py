@@ -297,10 +297,18 @@ def print_table(console: Console, title: str, rows: list[dict]) -> None:
     for r in rows:
         sub = r["stage"].startswith("  ")
         tab.add_row(
-            r["stage"], f"{r['ms']:.1f}", f"{r['cpu_ms']:.1f}", "" if sub else f"{100 * r['share']:.0f}",
-            f"{r['gflop']:.3f}", f"{r['mb']:.1f}", f"{r['gflop_per_cpu_s']:.2f}", f"{r['gb_per_cpu_s']:.2f}",
-            f"{100 * r['peak_frac']:.1f}", r["bound"], f"{r['cores']:.2f}",
-        )  # fmt: skip
+            r["stage"],
+            f"{r['ms']:.1f}",
+            f"{r['cpu_ms']:.1f}",
+            "" if sub else f"{100 * r['share']:.0f}",
+            f"{r['gflop']:.3f}",
+            f"{r['mb']:.1f}",
+            f"{r['gflop_per_cpu_s']:.2f}",
+            f"{r['gb_per_cpu_s']:.2f}",
+            f"{100 * r['peak_frac']:.1f}",
+            r["bound"],
+            f"{r['cores']:.2f}",
+        )
     console.print(tab)
 
 
@@ -425,6 +433,7 @@ def main() -> None:
     st.order.append(name)
     st.wall[name] = sum(v for k, v in st_small.wall.items() if not k.startswith("  "))
     st.cpu[name] = sum(v for k, v in st_small.cpu.items() if not k.startswith("  "))
+
     # The unsplit step (what the trainer runs): before (reference marcher) and after, interleaved.
     def unsplit(k: int) -> None:
         batch = dataset.sample(args.batch_rays, sampler)
@@ -467,13 +476,19 @@ def main() -> None:
     n_px = frame.intrinsics.width * frame.intrinsics.height
     frame_rows = table_rows(fst, args.frames, stage_costs(model, n_px, fsamples, train=False), peak, frame_total)
     frame_cmp = compare(
-        {"before: render_image, reference marcher": "torch", "after: labels + confidence": "",
-         "after: + rgb + depth": ""},
-        lambda k, which: (render_image(model, frame.intrinsics, frame.c2w) if which.startswith("before")
-                          else render_labels_image(model, frame.intrinsics, frame.c2w, rgb="rgb" in which,
-                                                   depth="rgb" in which)),
-        args.frames, pass_name=True,
-    )  # fmt: skip
+        {
+            "before: render_image, reference marcher": "torch",
+            "after: labels + confidence": "",
+            "after: + rgb + depth": "",
+        },
+        lambda k, which: (
+            render_image(model, frame.intrinsics, frame.c2w)
+            if which.startswith("before")
+            else render_labels_image(model, frame.intrinsics, frame.c2w, rgb="rgb" in which, depth="rgb" in which)
+        ),
+        args.frames,
+        pass_name=True,
+    )
     fast = frame_cmp["after: labels + confidence"]["wall"]
     fast_all = frame_cmp["after: + rgb + depth"]["wall"]
     old = frame_cmp["before: render_image, reference marcher"]["wall"]

@@ -117,8 +117,16 @@ def score(labels_dir: Path, scene: Scene) -> dict[str, Any]:
     return {**{k: block[k] for k in keys}, "psnr": result.summary["psnr"]}
 
 
-def score_model(model: torch.nn.Module, scene: Scene, frames: list[int], labelled: set[int], method: str,
-                workdir: Path, device: torch.device, chunk: int) -> dict[str, Any]:  # fmt: skip
+def score_model(
+    model: torch.nn.Module,
+    scene: Scene,
+    frames: list[int],
+    labelled: set[int],
+    method: str,
+    workdir: Path,
+    device: torch.device,
+    chunk: int,
+) -> dict[str, Any]:
     """Render `frames` with the model (as `labelfield annotate` does, without its depth) and score them."""
     from labelfield.annotate.frames import annotate_frames
     from labelfield.render.chunked import render_image
@@ -130,14 +138,23 @@ def score_model(model: torch.nn.Module, scene: Scene, frames: list[int], labelle
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         annotate_frames(
-            render, scene, scene.classes, tmp, frames, labelled, given=None, keep_given=False,
-            scene_path=scene.root, method=method,
-        )  # fmt: skip
+            render,
+            scene,
+            scene.classes,
+            tmp,
+            frames,
+            labelled,
+            given=None,
+            keep_given=False,
+            scene_path=scene.root,
+            method=method,
+        )
         return score(Path(tmp), scene)
 
 
-def score_dense(dense: dict[int, np.ndarray], scene: Scene, frames: list[int], labelled: set[int], method: str,
-                workdir: Path) -> dict[str, Any]:  # fmt: skip
+def score_dense(
+    dense: dict[int, np.ndarray], scene: Scene, frames: list[int], labelled: set[int], method: str, workdir: Path
+) -> dict[str, Any]:
     """Write a baseline's labels of `frames` as a LABELS folder (like `labelfield baseline`) and score them."""
     from labelfield.labelset import FrameRecord, write_frame, write_manifest
 
@@ -147,14 +164,26 @@ def score_dense(dense: dict[int, np.ndarray], scene: Scene, frames: list[int], l
             f = scene.frames[i]
             write_frame(tmp, f.name, dense[i], scene.classes)
             records.append(FrameRecord.from_frame(f, i, labelled=i in labelled, given=i in labelled))
-        write_manifest(tmp, scene_path=scene.root, format=scene.format, downscale=1, method=method,
-                       classes=scene.classes, frames=records)  # fmt: skip
+        write_manifest(
+            tmp,
+            scene_path=scene.root,
+            format=scene.format,
+            downscale=1,
+            method=method,
+            classes=scene.classes,
+            frames=records,
+        )
         return score(Path(tmp), scene)
 
 
 # --- methods -----------------------------------------------------------------------------------------
-def run_baseline(method: str, scene: Scene, sparse: dict[int, np.ndarray], frames: list[int], workdir: Path,
-                 ) -> dict[str, Any]:  # fmt: skip
+def run_baseline(
+    method: str,
+    scene: Scene,
+    sparse: dict[int, np.ndarray],
+    frames: list[int],
+    workdir: Path,
+) -> dict[str, Any]:
     from labelfield.baselines.nearest import nearest_labels
     from labelfield.baselines.reproject import reproject_labels
 
@@ -245,8 +274,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--nerf-budget-factor", type=float, default=20.0, help="semantic-nerf budget = budget x this")
     ap.add_argument("--fractions", type=floats, default=[0.02, 0.05, 0.1], help="labelled fractions")
     ap.add_argument("--methods", default="ngp,semantic-nerf,reproject,nearest")
-    ap.add_argument("--checkpoints", type=floats, default=[1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0],
-                    help="ngp scoring points, as fractions of its budget")  # fmt: skip
+    ap.add_argument(
+        "--checkpoints",
+        type=floats,
+        default=[1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0],
+        help="ngp scoring points, as fractions of its budget",
+    )
     ap.add_argument(
         "--nerf-checkpoints",
         type=floats,
@@ -278,9 +311,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": threads, "device": str(device), "torch": torch.__version__,
-            "python": platform.python_version()}  # fmt: skip
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -307,18 +346,29 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/propagation.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine_info(device, threads),
         "settings": {
-            "budget_s": args.budget, "nerf_budget_factor": args.nerf_budget_factor, "nerf_budget_s": nerf_budget,
-            "fractions": args.fractions, "methods": args.methods, "density": args.density, "noise": args.noise,
-            "eval_set": args.eval_set, "eval_frames": args.eval_frames, "seed": args.seed,
-            "checkpoints": args.checkpoints, "nerf_checkpoints": args.nerf_checkpoints,
-            "nerf_batch_rays": args.nerf_batch_rays, "nerf_semantic_weight": args.nerf_semantic_weight,
+            "budget_s": args.budget,
+            "nerf_budget_factor": args.nerf_budget_factor,
+            "nerf_budget_s": nerf_budget,
+            "fractions": args.fractions,
+            "methods": args.methods,
+            "density": args.density,
+            "noise": args.noise,
+            "eval_set": args.eval_set,
+            "eval_frames": args.eval_frames,
+            "seed": args.seed,
+            "checkpoints": args.checkpoints,
+            "nerf_checkpoints": args.nerf_checkpoints,
+            "nerf_batch_rays": args.nerf_batch_rays,
+            "nerf_semantic_weight": args.nerf_semantic_weight,
             "depth_loss": args.depth_loss,
-        },  # fmt: skip
-        "eval_note": (f"scored on {'all' if args.eval_frames <= 0 else args.eval_frames} {args.eval_set} frames per "
-                      "scene (adjacent pairs, the same for every method); 3D consistency on GT depth; model times "
-                      "are training seconds (clock paused while scoring), baseline times their runtime"),
+        },
+        "eval_note": (
+            f"scored on {'all' if args.eval_frames <= 0 else args.eval_frames} {args.eval_set} frames per "
+            "scene (adjacent pairs, the same for every method); 3D consistency on GT depth; model times "
+            "are training seconds (clock paused while scoring), baseline times their runtime"
+        ),
         "runs": [],
-    }  # fmt: skip
+    }
     done: dict[tuple[str, float, str], dict[str, Any]] = {}
     if args.resume and (out / "results.json").is_file():
         import json
@@ -337,8 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         * len(args.fractions)
         * (("ngp" in args.methods) * args.budget + ("semantic-nerf" in args.methods) * nerf_budget)
     )
-    console.print(f"propagation benchmark: {len(scenes)} scene(s) x fractions {args.fractions} x {args.methods}; "
-                  f"training time alone {n_model_s / 60:.1f} min (+ scoring); {results['eval_note']}")  # fmt: skip
+    console.print(
+        f"propagation benchmark: {len(scenes)} scene(s) x fractions {args.fractions} x {args.methods}; "
+        f"training time alone {n_model_s / 60:.1f} min (+ scoring); {results['eval_note']}"
+    )
     if "ngp" in args.methods:
         warm_up(device)
 
@@ -360,9 +412,15 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     desc = f"{Path(scene_path).name} {spec} {method}"
                     task = progress.add_task(desc, total=1.0, info="")
-                    row: dict[str, Any] = {"scene": str(scene_path), "fraction": frac, "labelled": spec,
-                                           "method": method, "n_frames": len(scene.frames),
-                                           "n_labelled": len(sparse), "eval_frames": frames}  # fmt: skip
+                    row: dict[str, Any] = {
+                        "scene": str(scene_path),
+                        "fraction": frac,
+                        "labelled": spec,
+                        "method": method,
+                        "n_frames": len(scene.frames),
+                        "n_labelled": len(sparse),
+                        "eval_frames": frames,
+                    }
                     try:
                         if method in BASELINES:
                             progress.update(task, info="running")
@@ -372,18 +430,38 @@ def main(argv: list[str] | None = None) -> int:
                                 dataset = RayDataset(scene, sparse, args.depth_loss, FitConfig().labelled_ray_fraction)
                             budget = args.budget if method == "ngp" else nerf_budget
                             fr = args.checkpoints if method == "ngp" else args.nerf_checkpoints
-                            config = FitConfig(model_config=config_class(method)(), labelled=spec,
-                                               label_density=args.density,
-                                               label_noise=args.noise, seed=args.seed, steps=10**9,
-                                               depth_loss=args.depth_loss, time_budget=budget, device=str(device.type),
-                                               threads=threads,
-                                               progress=False)  # fmt: skip
+                            config = FitConfig(
+                                model_config=config_class(method)(),
+                                labelled=spec,
+                                label_density=args.density,
+                                label_noise=args.noise,
+                                seed=args.seed,
+                                steps=10**9,
+                                depth_loss=args.depth_loss,
+                                time_budget=budget,
+                                device=str(device.type),
+                                threads=threads,
+                                progress=False,
+                            )
                             if method == "semantic-nerf":
-                                config = replace(config, batch_rays=args.nerf_batch_rays,
-                                                 semantic_weight=args.nerf_semantic_weight)  # fmt: skip
+                                config = replace(
+                                    config, batch_rays=args.nerf_batch_rays, semantic_weight=args.nerf_semantic_weight
+                                )
                             upd = lambda t, info, task=task, b=budget: progress.update(task, completed=t / b, info=info)
-                            row.update(run_model(config, scene, sparse, dataset, frames, [f * budget for f in fr],
-                                                 out, device, args.chunk, upd))  # fmt: skip
+                            row.update(
+                                run_model(
+                                    config,
+                                    scene,
+                                    sparse,
+                                    dataset,
+                                    frames,
+                                    [f * budget for f in fr],
+                                    out,
+                                    device,
+                                    args.chunk,
+                                    upd,
+                                )
+                            )
                     except Exception as e:  # noqa: BLE001 - one failing method must not lose the others' results
                         row["error"] = f"{type(e).__name__}: {e}"
                         console.print(f"[red]{desc} failed:[/] {row['error']}")

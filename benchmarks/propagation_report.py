@@ -38,9 +38,13 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if ngp and nerf and _final(nerf)["miou"] is not None:
             target, nerf_t = _final(nerf)["miou"], _final(nerf)["seconds"]
             reach = next((p["seconds"] for p in ngp["points"] if p["miou"] is not None and p["miou"] >= target), None)
-            row.update(nerf_final_miou=target, nerf_seconds=nerf_t, ngp_seconds_to_reach=reach,
-                       ngp_first_point_s=ngp["points"][0]["seconds"],
-                       speedup=None if reach is None else nerf_t / reach)  # fmt: skip
+            row.update(
+                nerf_final_miou=target,
+                nerf_seconds=nerf_t,
+                ngp_seconds_to_reach=reach,
+                ngp_first_point_s=ngp["points"][0]["seconds"],
+                speedup=None if reach is None else nerf_t / reach,
+            )
             row["speedup_is_lower_bound"] = reach is not None
             row["target_met"] = reach is not None and nerf_t / reach >= TARGET_SPEEDUP
             notes = []
@@ -99,8 +103,10 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> None:
     for r in runs:
         name = Path(r["scene"]).name
         if "error" in r:
-            lines.append(f"| {name} | {r['labelled']} | {r['method']} | {r['n_labelled']}/{r['n_frames']} | "
-                         f"failed: {r['error']} | | | | | |")  # fmt: skip
+            lines.append(
+                f"| {name} | {r['labelled']} | {r['method']} | {r['n_labelled']}/{r['n_frames']} | "
+                f"failed: {r['error']} | | | | | |"
+            )
             continue
         p = _final(r)
         lines.append(
@@ -108,17 +114,23 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> None:
             f"{_fmt(p['seconds'], '.2f')} | {_fmt(p['steps'], 'd')} | {_fmt(p['miou'])} | {_fmt(p['accuracy'])} | "
             f"{_fmt(p['consistency'])} | {_fmt(p['psnr'], '.2f')} |"
         )
-    lines += ["", "## Mean over scenes, per labelled fraction", "",
-              "| labelled | method | time (s) | mIoU | accuracy | 3D consistency |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Mean over scenes, per labelled fraction",
+        "",
+        "| labelled | method | time (s) | mIoU | accuracy | 3D consistency |",
+        "|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[float, str], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         if "error" not in r and r.get("points"):
             groups[(r["fraction"], r["method"])].append(_final(r))
     for (frac, method), pts in sorted(groups.items()):
         mean = lambda k: _mean([p[k] for p in pts])  # noqa: B023
-        lines.append(f"| fraction:{frac:g} | {method} | {_fmt(mean('seconds'), '.2f')} | {_fmt(mean('miou'))} | "
-                     f"{_fmt(mean('accuracy'))} | {_fmt(mean('consistency'))} |")  # fmt: skip
+        lines.append(
+            f"| fraction:{frac:g} | {method} | {_fmt(mean('seconds'), '.2f')} | {_fmt(mean('miou'))} | "
+            f"{_fmt(mean('accuracy'))} | {_fmt(mean('consistency'))} |"
+        )
     lines += [
         "",
         "## Time for ngp to reach semantic-nerf's final mIoU (target: >= 50x sooner)",
@@ -143,13 +155,19 @@ def write_markdown(results: dict[str, Any], path: str | Path) -> None:
             f"{_fmt(row.get('ngp_beats_nearest_miou'))} / {_fmt(row.get('ngp_beats_nearest_consistency'))} | "
             f"{row.get('note', '')} |"
         )
-    lines += ["", "## Every scored point", "",
-              "| scene | labelled | method | time (s) | steps | mIoU | 3D consistency |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Every scored point",
+        "",
+        "| scene | labelled | method | time (s) | steps | mIoU | 3D consistency |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         for p in r.get("points", []):
-            lines.append(f"| {Path(r['scene']).name} | {r['labelled']} | {r['method']} | {p['seconds']:.2f} | "
-                         f"{_fmt(p['steps'], 'd')} | {_fmt(p['miou'])} | {_fmt(p['consistency'])} |")  # fmt: skip
+            lines.append(
+                f"| {Path(r['scene']).name} | {r['labelled']} | {r['method']} | {p['seconds']:.2f} | "
+                f"{_fmt(p['steps'], 'd')} | {_fmt(p['miou'])} | {_fmt(p['consistency'])} |"
+            )
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -199,11 +217,16 @@ def write_plot(results: dict[str, Any], path: str | Path) -> None:
         ax.set_xlabel("training time (s), baselines: runtime")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    axes[0][0].set_ylabel("mIoU on unlabelled frames" if results["settings"]["eval_set"] == "unlabelled"
-                          else "mIoU on labelled frames (vs clean GT)")  # fmt: skip
+    axes[0][0].set_ylabel(
+        "mIoU on unlabelled frames"
+        if results["settings"]["eval_set"] == "unlabelled"
+        else "mIoU on labelled frames (vs clean GT)"
+    )
     if len(scenes) > 1:
-        fig.suptitle("line style = scene: " + ", ".join(f"{Path(s).name} ({styles[i % 4]})"
-                                                          for i, s in enumerate(scenes)), fontsize=8)  # fmt: skip
+        fig.suptitle(
+            "line style = scene: " + ", ".join(f"{Path(s).name} ({styles[i % 4]})" for i, s in enumerate(scenes)),
+            fontsize=8,
+        )
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

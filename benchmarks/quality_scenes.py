@@ -52,8 +52,10 @@ class SuiteScene:
 
     def key(self) -> str:
         """Cache folder name: changes whenever anything that shapes the render changes."""
-        return (f"{self.name}_s{self.seed}_{self.objects}_{self.walls}_{self.path_kind}_{self.frames}f_"
-                f"{self.width}x{self.height}_spp{self.spp}_d{self.max_depth}")  # fmt: skip
+        return (
+            f"{self.name}_s{self.seed}_{self.objects}_{self.walls}_{self.path_kind}_{self.frames}f_"
+            f"{self.width}x{self.height}_spp{self.spp}_d{self.max_depth}"
+        )
 
     def location(self, cache: Path = CACHE) -> Path:
         if self.folder is None:
@@ -92,8 +94,12 @@ def select(split: str = "all", names: list[str] | None = None, quick: bool = Fal
         if unknown:
             raise SystemExit(f"unknown suite scene {unknown[0]!r} (known: {', '.join(by_name)}, or a scene folder)")
         # A folder that is not a suite scene runs as split "extra" with every setting (quick checks, new data).
-        chosen = [by_name[n] if n in by_name else SuiteScene(Path(n).name, "extra", folder=str(Path(n).resolve()),
-                                                             low_label=True) for n in names]  # fmt: skip
+        chosen = [
+            by_name[n]
+            if n in by_name
+            else SuiteScene(Path(n).name, "extra", folder=str(Path(n).resolve()), low_label=True)
+            for n in names
+        ]
     elif quick:
         chosen = [by_name[n] for n in QUICK]
     else:
@@ -113,13 +119,33 @@ def ensure_rendered(scene: SuiteScene, cache: Path = CACHE, log=print) -> tuple[
     cache.mkdir(parents=True, exist_ok=True)
     log(f"rendering {scene.name} into {path} ({scene.frames} frames {scene.width}x{scene.height}, spp {scene.spp})")
     t0, c0 = time.perf_counter(), time.process_time()
-    SynthCommand(out=path, seed=scene.seed, frames=scene.frames, width=scene.width, height=scene.height,
-                 spp=scene.spp, variant="scalar_rgb", objects=scene.objects, walls=scene.walls,
-                 path=scene.path_kind, max_depth=scene.max_depth).run()  # fmt: skip
+    SynthCommand(
+        out=path,
+        seed=scene.seed,
+        frames=scene.frames,
+        width=scene.width,
+        height=scene.height,
+        spp=scene.spp,
+        variant="scalar_rgb",
+        objects=scene.objects,
+        walls=scene.walls,
+        path=scene.path_kind,
+        max_depth=scene.max_depth,
+    ).run()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0  # CPU: all of Mitsuba's threads
     with open(cache / "render_log.jsonl", "a") as f:
-        f.write(json.dumps({"scene": scene.key(), "seconds": seconds, "cpu_seconds": cpu_seconds, "cpu": cpu_model(),
-                            "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")  # fmt: skip
+        f.write(
+            json.dumps(
+                {
+                    "scene": scene.key(),
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "cpu": cpu_model(),
+                    "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+            )
+            + "\n"
+        )
     return path, seconds
 
 

@@ -47,8 +47,9 @@ def encode_video(scene: Scene, path: Path, fps: int = 10) -> Path:
     import imageio_ffmpeg
 
     W, H = scene.frames[0].size
-    gen = imageio_ffmpeg.write_frames(str(path), (W, H), fps=fps, macro_block_size=8, ffmpeg_log_level="error",
-                                      output_params=["-crf", "12"])  # fmt: skip
+    gen = imageio_ffmpeg.write_frames(
+        str(path), (W, H), fps=fps, macro_block_size=8, ffmpeg_log_level="error", output_params=["-crf", "12"]
+    )
     gen.send(None)
     for f in scene.frames:
         gen.send(np.ascontiguousarray(f.load_rgb()))
@@ -82,10 +83,27 @@ def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 300, see
     from labelfield.train.config import FitConfig
     from labelfield.train.trainer import fit
 
-    cfg = FitConfig(out=out, labelled=",".join(map(str, labelled)), steps=steps, batch_rays=1024, log_every=50,
-                    progress=False, seed=seed, threads=1, semantic_weight=1.0, labelled_ray_fraction=0.5)  # fmt: skip
-    small = dict(log2_table_size=16, n_levels=12, max_resolution=512, occupancy_resolution=32, hidden_dim=32,
-                 samples_per_diagonal=128, max_samples_per_ray=48)  # fmt: skip
+    cfg = FitConfig(
+        out=out,
+        labelled=",".join(map(str, labelled)),
+        steps=steps,
+        batch_rays=1024,
+        log_every=50,
+        progress=False,
+        seed=seed,
+        threads=1,
+        semantic_weight=1.0,
+        labelled_ray_fraction=0.5,
+    )
+    small = dict(
+        log2_table_size=16,
+        n_levels=12,
+        max_resolution=512,
+        occupancy_resolution=32,
+        hidden_dim=32,
+        samples_per_diagonal=128,
+        max_samples_per_ray=48,
+    )
     cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **small))
     fit(cfg, scene=scene)
     run = load_run(out, scene=scene)

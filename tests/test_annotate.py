@@ -43,8 +43,9 @@ def test_labels_equal_gt_and_void_where_empty(tmp_path):
     out = tmp_path / "LABELS"
     with atomic_dir(out) as tmp:
         events = []
-        recs = annotate_frames(gt_render_fn(scene, hole), scene, scene.classes, tmp, range(6), {0, 3},
-                               on_progress=events.append)  # fmt: skip
+        recs = annotate_frames(
+            gt_render_fn(scene, hole), scene, scene.classes, tmp, range(6), {0, 3}, on_progress=events.append
+        )
     assert [r.index for r in recs] == list(range(6))
     assert [(e.stage, e.done, e.total, e.unit) for e in events] == [("annotate", k, 6, "frames") for k in range(1, 7)]
     ls = read_labelset(out)
@@ -160,8 +161,13 @@ def test_trajectory_video_and_pngs(tmp_path):
     lines = [" ".join(repr(float(x)) for x in f.c2w.ravel()) for f in scene.frames]
     (tmp_path / "traj_w_c.txt").write_text("\n".join(lines))
     cams = read_camera_path(tmp_path / "traj_w_c.txt", intr)
-    doc = {"fl_x": intr.fx, "fl_y": intr.fy, "w": 32, "h": 24,
-           "frames": [{"transform_matrix": opencv_to_opengl(f.c2w).tolist()} for f in scene.frames]}  # fmt: skip
+    doc = {
+        "fl_x": intr.fx,
+        "fl_y": intr.fy,
+        "w": 32,
+        "h": 24,
+        "frames": [{"transform_matrix": opencv_to_opengl(f.c2w).tolist()} for f in scene.frames],
+    }
     (tmp_path / "transforms.json").write_text(json.dumps(doc))
     cams2 = read_camera_path(tmp_path / "transforms.json", intr)
     assert len(cams) == len(cams2) == 5
@@ -198,10 +204,26 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
     from labelfield.train.trainer import fit
 
     write_scene(toy_scene(6, 32, 24, binary=True, room=False), tmp_path / "scene", "replica")
-    cfg = FitConfig(scene=tmp_path / "scene", out=tmp_path / "run", labelled="every:3", label_density="clicks:5",
-                    steps=2, batch_rays=128, log_every=1, progress=False, device="cpu")  # fmt: skip
-    small = dict(log2_table_size=12, n_levels=4, max_resolution=64, occupancy_resolution=16, hidden_dim=16,
-                 samples_per_diagonal=64, max_samples_per_ray=16)  # fmt: skip
+    cfg = FitConfig(
+        scene=tmp_path / "scene",
+        out=tmp_path / "run",
+        labelled="every:3",
+        label_density="clicks:5",
+        steps=2,
+        batch_rays=128,
+        log_every=1,
+        progress=False,
+        device="cpu",
+    )
+    small = dict(
+        log2_table_size=12,
+        n_levels=4,
+        max_resolution=64,
+        occupancy_resolution=16,
+        hidden_dim=16,
+        samples_per_diagonal=64,
+        max_samples_per_ray=16,
+    )
     fit(dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **small)))
     with pytest.raises(LabelfieldError, match="inside"):
         AnnotateCommand(tmp_path / "run", tmp_path / "scene" / "L", progress=False, device="cpu").run()

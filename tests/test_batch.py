@@ -23,12 +23,21 @@ from labelfield.synth.toy import toy_scene
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 HAVE_YAML = importlib.util.find_spec("yaml") is not None
-needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (the `cluster` extra: "
-                               "pip install -e '.[cluster]'; `make test` installs it)")  # fmt: skip
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY,
+    reason="Ray is not installed (the `cluster` extra: pip install -e '.[cluster]'; `make test` installs it)",
+)
 
 # Sized for 4 frames of 24x16 on one shared core: a few seconds per scene.
-SMALL = {"log2_table_size": 12, "n_levels": 4, "max_resolution": 128, "occupancy_resolution": 16,
-         "hidden_dim": 16, "samples_per_diagonal": 64, "max_samples_per_ray": 16}  # fmt: skip
+SMALL = {
+    "log2_table_size": 12,
+    "n_levels": 4,
+    "max_resolution": 128,
+    "occupancy_resolution": 16,
+    "hidden_dim": 16,
+    "samples_per_diagonal": 64,
+    "max_samples_per_ray": 16,
+}
 FIT_ARGS = ["--labelled", "every:2", "--batch-rays", "128", "--log-every", "10", "--seed", "3"] + [
     a for k, v in SMALL.items() for a in (f"--model.{k.replace('_', '-')}", str(v))
 ]
@@ -56,19 +65,33 @@ def test_manifest_formats_and_overrides(tmp_path):
     make_scenes(tmp_path / "scenes", ("a", "b"))
     defaults = {"steps": 100, "labelled": "every:10", "model_config": {"hidden_dim": 64, "n_levels": 16}}
     assert "steps" in fit_option_names() and "out" not in fit_option_names()
-    (tmp_path / "m.json").write_text(json.dumps({
-        "defaults": {"steps": 50},
-        "scenes": ["scenes/a", {"path": "scenes/b", "name": "bee", "labelled": "count:2", "gt": "scene",
-                                "export": ["coco"], "model_config": {"hidden_dim": 8}}],
-    }))  # fmt: skip
+    (tmp_path / "m.json").write_text(
+        json.dumps(
+            {
+                "defaults": {"steps": 50},
+                "scenes": [
+                    "scenes/a",
+                    {
+                        "path": "scenes/b",
+                        "name": "bee",
+                        "labelled": "count:2",
+                        "gt": "scene",
+                        "export": ["coco"],
+                        "model_config": {"hidden_dim": 8},
+                    },
+                ],
+            }
+        )
+    )
     a, b = read_manifest(tmp_path / "m.json", defaults)
     assert a.name == "a" and a.path == str(tmp_path / "scenes" / "a") and a.gt is None
     assert a.fit["steps"] == 50 and a.fit["labelled"] == "every:10"  # manifest defaults > command line
     assert b.name == "bee" and b.fit["labelled"] == "count:2" and b.gt == b.path and b.export == ["coco"]
     assert b.fit["model_config"] == {"hidden_dim": 8, "n_levels": 16}  # nested options merge key by key
 
-    (tmp_path / "m.csv").write_text("path,steps,depth_loss,model_config.hidden_dim,export\n"
-                                    "scenes/a,7,on,12,cvat;coco\nscenes/b,,,,\n")  # fmt: skip
+    (tmp_path / "m.csv").write_text(
+        "path,steps,depth_loss,model_config.hidden_dim,export\nscenes/a,7,on,12,cvat;coco\nscenes/b,,,,\n"
+    )
     a, b = read_manifest(tmp_path / "m.csv", defaults, gt_default="scene")
     assert a.fit["steps"] == 7 and a.fit["depth_loss"] == "on" and a.fit["model_config"]["hidden_dim"] == 12
     assert a.export == ["cvat", "coco"] and b.fit["steps"] == 100 and b.gt == b.path
@@ -143,8 +166,9 @@ def local_ray():
 def first_batch(local_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     make_scenes(root / "scenes", ("a", "b"), broken="c")
-    (root / "m.json").write_text(json.dumps({"defaults": {"steps": 30},
-                                             "scenes": ["scenes/a", "scenes/b", "scenes/c"]}))  # fmt: skip
+    (root / "m.json").write_text(
+        json.dumps({"defaults": {"steps": 30}, "scenes": ["scenes/a", "scenes/b", "scenes/c"]})
+    )
     out = root / "out"
     args = ["batch", str(root / "m.json"), "--out", str(out), "--cpus-per-scene", "1", "--no-progress", *FIT_ARGS]
     rc = main(args + ["--eval-scene-labels"])
@@ -177,8 +201,25 @@ def test_broken_scene_fails_alone_and_rerun_skips_done(first_batch, capsys):
 def test_batch_scene_equals_fit_and_annotate_run_directly(first_batch, tmp_path):
     root, out, _, _ = first_batch
     direct = tmp_path / "run"
-    assert main(["fit", str(root / "scenes" / "a"), "--out", str(direct), "--steps", "30", "--threads", "1",
-                 "--device", "cpu", "--no-progress", *FIT_ARGS]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "fit",
+                str(root / "scenes" / "a"),
+                "--out",
+                str(direct),
+                "--steps",
+                "30",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--no-progress",
+                *FIT_ARGS,
+            ]
+        )
+        == 0
+    )
     assert main(["annotate", str(direct), "--out", str(tmp_path / "labels"), "--no-progress"]) == 0
     names = sorted(p.name for p in (tmp_path / "labels" / "labels").glob("*.png"))
     assert len(names) == 4
@@ -192,8 +233,22 @@ def test_batch_scene_equals_fit_and_annotate_run_directly(first_batch, tmp_path)
 def test_killed_worker_is_retried_and_resumes(local_ray, tmp_path):
     make_scenes(tmp_path / "scenes", ("k",))
     out = tmp_path / "out"
-    args = ["batch", str(tmp_path / "scenes"), "--out", str(out), "--cpus-per-scene", "1", "--no-progress",
-            "--steps", "300", "--checkpoint-every", "20", "--retries", "2", *FIT_ARGS]  # fmt: skip
+    args = [
+        "batch",
+        str(tmp_path / "scenes"),
+        "--out",
+        str(out),
+        "--cpus-per-scene",
+        "1",
+        "--no-progress",
+        "--steps",
+        "300",
+        "--checkpoint-every",
+        "20",
+        "--retries",
+        "2",
+        *FIT_ARGS,
+    ]
     rc: list[int] = []
     t = threading.Thread(target=lambda: rc.append(main(args)))
     t.start()

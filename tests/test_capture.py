@@ -95,13 +95,16 @@ def _check_poses(captured: Path, gt: Scene, name_of: dict[str, str]) -> dict:
     truth = np.stack([by_name[name_of[f.name]].c2w for f in cap.frames])
     e = pose_errors(cap.poses(), truth, scene_size=scene_size(gt))
     stats = {
-        "registered": len(cap), "frames": len(gt),
+        "registered": len(cap),
+        "frames": len(gt),
         "step_rot_deg_max": float(e["step_rot_deg"].max()),
         "step_rot_deg_p90": float(np.percentile(e["step_rot_deg"], 90)),
-        "aligned_rot_deg_max": float(e["aligned_rot_deg"].max()), "rot_from_first_deg_max": float(e["rot_deg"].max()),
-        "pos_pct_max": float(100 * e["pos"].max()), "pos_pct_p90": float(100 * np.percentile(e["pos"], 90)),
+        "aligned_rot_deg_max": float(e["aligned_rot_deg"].max()),
+        "rot_from_first_deg_max": float(e["rot_deg"].max()),
+        "pos_pct_max": float(100 * e["pos"].max()),
+        "pos_pct_p90": float(100 * np.percentile(e["pos"], 90)),
         "scene_size": e["scene_size"],
-    }  # fmt: skip
+    }
     print(json.dumps(stats))
     assert len(cap) >= 0.9 * len(gt), stats
     # relative rotations (frame to next frame) within 2 degrees, positions within 2 % of the scene, on >= 90 %

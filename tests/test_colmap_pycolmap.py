@@ -31,8 +31,9 @@ def write_with_pycolmap(root: Path, binary: bool) -> tuple[list, dict[str, int]]
     for k, f in enumerate(reversed(scene.frames)):  # COLMAP's order is not the sequence order
         w2c = np.linalg.inv(f.c2w)
         cam_id = 1 + k % 2
-        image = pycolmap.Image(name=f"{f.name}.png", keypoints=np.array([[1.5, 2.5], [10.0, 7.0]]),
-                               camera_id=cam_id, image_id=k + 1)  # fmt: skip
+        image = pycolmap.Image(
+            name=f"{f.name}.png", keypoints=np.array([[1.5, 2.5], [10.0, 7.0]]), camera_id=cam_id, image_id=k + 1
+        )
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(w2c[:3, :4]))
         camera_of[f.name] = cam_id
         write_image(root / "images" / f"{f.name}.png", f.load_rgb())

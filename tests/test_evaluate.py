@@ -30,8 +30,9 @@ def write_labels(out, scene, preds: dict, labelled=(0, 8), rgb=None, method="tes
         lab = preds.get(f.name, f.load_labels())
         write_frame(out, f.name, lab, scene.classes, image=f.load_rgb(), rgb=None if rgb is None else rgb(f))
         recs.append(FrameRecord.from_frame(f, i, i in labelled, i in labelled))
-    write_manifest(out, scene_path=None, format="memory", downscale=1, method=method, classes=scene.classes,
-                   frames=recs)  # fmt: skip
+    write_manifest(
+        out, scene_path=None, format="memory", downscale=1, method=method, classes=scene.classes, frames=recs
+    )
     return read_labelset(out)
 
 

@@ -25,11 +25,19 @@ def make_labels(root, scene, classes=None, scene_path=None):
     classes = classes or scene.classes
     recs = []
     for i, f in enumerate(scene.frames):
-        write_frame(root, f.name, f.load_labels(), classes, rgb=f.load_rgb(), depth=f.load_depth(),
-                    confidence=np.ones(f.load_labels().shape))  # fmt: skip
+        write_frame(
+            root,
+            f.name,
+            f.load_labels(),
+            classes,
+            rgb=f.load_rgb(),
+            depth=f.load_depth(),
+            confidence=np.ones(f.load_labels().shape),
+        )
         recs.append(FrameRecord.from_frame(f, i, i % 2 == 0, False))
-    write_manifest(root, scene_path=scene_path, format=scene.format, downscale=1, method="gt", classes=classes,
-                   frames=recs)  # fmt: skip
+    write_manifest(
+        root, scene_path=scene_path, format=scene.format, downscale=1, method="gt", classes=classes, frames=recs
+    )
     return read_labelset(root)
 
 

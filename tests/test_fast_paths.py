@@ -44,15 +44,31 @@ def test_march_kernel_matches_reference(stratified: bool, early_stop: float | No
     o, d = _rays(700)
     step = 0.021
     ref = march_rays(
-        o, d, grid.aabb, step, near=0.05, occupied_fn=grid.is_occupied, stratified=stratified,
-        max_samples_per_ray=k_max, proxy_density_fn=None if early_stop is None else grid.proxy_density,
-        early_stop_eps=early_stop or 1e-4, near_occupied_fn=grid.is_occupied_near,
+        o,
+        d,
+        grid.aabb,
+        step,
+        near=0.05,
+        occupied_fn=grid.is_occupied,
+        stratified=stratified,
+        max_samples_per_ray=k_max,
+        proxy_density_fn=None if early_stop is None else grid.proxy_density,
+        early_stop_eps=early_stop or 1e-4,
+        near_occupied_fn=grid.is_occupied_near,
         generator=torch.Generator().manual_seed(3),
-    )  # fmt: skip
+    )
     got = marching.march_grid(
-        o, d, grid.aabb, step, grid, near=0.05, stratified=stratified, max_samples_per_ray=k_max,
-        early_stop_eps=early_stop, generator=torch.Generator().manual_seed(3),
-    )  # fmt: skip
+        o,
+        d,
+        grid.aabb,
+        step,
+        grid,
+        near=0.05,
+        stratified=stratified,
+        max_samples_per_ray=k_max,
+        early_stop_eps=early_stop,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert ref[0].numel() > 300  # the case is not trivial
     for a, b in zip(ref, got):
         assert a.dtype == b.dtype
@@ -120,13 +136,15 @@ def test_annotate_with_label_renders_and_no_overlay(tmp_path, writer_thread: boo
         i = int(np.argmin(np.abs(scene.poses() - np.asarray(c2w)[None]).sum((1, 2))))
         f = scene.frames[i]
         idx = classes.to_index(f.load_labels()).clip(0)
-        return {"label": torch.as_tensor(idx), "confidence": torch.full(idx.shape, 0.75),
-                "opacity": torch.as_tensor((f.load_depth() > 0).astype(np.float32))}  # fmt: skip
+        return {
+            "label": torch.as_tensor(idx),
+            "confidence": torch.full(idx.shape, 0.75),
+            "opacity": torch.as_tensor((f.load_depth() > 0).astype(np.float32)),
+        }
 
     out = tmp_path / "LABELS"
     with atomic_dir(out) as tmp:
-        annotate_frames(render, scene, classes, tmp, range(4), set(), overlay=False,
-                        writer_thread=writer_thread)  # fmt: skip
+        annotate_frames(render, scene, classes, tmp, range(4), set(), overlay=False, writer_thread=writer_thread)
     ls = read_labelset(out)
     for f in scene.frames:
         gt = f.load_labels().copy()

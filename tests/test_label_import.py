@@ -107,9 +107,21 @@ def test_labelstudio_round_trip_and_their_decoder(gt, labels_dir, tmp_path):
 
 def test_labelstudio_upload_names_and_polygons(gt, tmp_path):
     scene = unlabelled_scene(gt, tmp_path / "scene")
-    task = {"data": {"image": "/data/upload/3/0a1b2c3d-frame_002.png"}, "annotations": [{"result": [
-        {"type": "polygonlabels", "original_width": 32, "original_height": 24,
-         "value": {"points": [[25, 25], [75, 25], [75, 75], [25, 75]], "polygonlabels": ["Sofa"]}}]}]}  # fmt: skip
+    task = {
+        "data": {"image": "/data/upload/3/0a1b2c3d-frame_002.png"},
+        "annotations": [
+            {
+                "result": [
+                    {
+                        "type": "polygonlabels",
+                        "original_width": 32,
+                        "original_height": 24,
+                        "value": {"points": [[25, 25], [75, 25], [75, 75], [25, 75]], "polygonlabels": ["Sofa"]},
+                    }
+                ]
+            }
+        ],
+    }
     (tmp_path / "ls.json").write_text(json.dumps([task]))
     summary = import_labels(tmp_path / "ls.json", scene)
     assert summary["frames"] == {"frame_002": 2} and [n for n, _ in summary["added"]] == ["Sofa"]
@@ -136,9 +148,11 @@ def test_coco_round_trip_with_pycocotools(gt, labels_dir, tmp_path):
 def test_coco_polygons_match_pycocotools(gt, tmp_path):
     mask_api = pytest.importorskip("pycocotools.mask")
     poly = [3.0, 2.0, 27.5, 4.0, 20.0, 21.0, 5.0, 15.0]
-    doc = {"images": [{"id": 7, "file_name": "images/frame_001.jpg", "width": 32, "height": 24}],
-           "categories": [{"id": 9, "name": "floor"}],
-           "annotations": [{"id": 1, "image_id": 7, "category_id": 9, "segmentation": [poly], "area": 30}]}  # fmt: skip
+    doc = {
+        "images": [{"id": 7, "file_name": "images/frame_001.jpg", "width": 32, "height": 24}],
+        "categories": [{"id": 9, "name": "floor"}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 9, "segmentation": [poly], "area": 30}],
+    }
     (tmp_path / "c.json").write_text(json.dumps(doc))
     scene = unlabelled_scene(gt, tmp_path / "scene")
     import_labels(tmp_path / "c.json", scene)
@@ -186,8 +200,9 @@ def test_png_folders_palette_and_colour(gt, tmp_path):
     rgb = tmp_path / "rgb"  # colour PNGs + CVAT-style labelmap.txt naming the colours
     rgb.mkdir()
     Image.fromarray(gt.classes.colorize(gt.frames[1].load_labels())).save(rgb / "frame_001.png")
-    (rgb / "labelmap.txt").write_text("".join(f"{n}:{c[0]},{c[1]},{c[2]}::\n" for n, c in
-                                              zip(gt.classes.names, gt.classes.colors)))  # fmt: skip
+    (rgb / "labelmap.txt").write_text(
+        "".join(f"{n}:{c[0]},{c[1]},{c[2]}::\n" for n, c in zip(gt.classes.names, gt.classes.colors))
+    )
     scene2 = unlabelled_scene(gt, tmp_path / "scene2")
     check_summary(import_labels(rgb, scene2))
     assert_same_by_name(scene2, gt, frames={"frame_001"})

@@ -72,8 +72,9 @@ def test_depth_noise_is_deterministic_and_makes_holes(scene):
 # --- class balance ----------------------------------------------------------------------------------
 def test_class_balanced_sampling_returns_every_labelled_class(scene):
     sparse = make_sparse_labels(scene, "every:8")
-    present = sorted({int(c) for c in scene.classes.to_index(np.concatenate([s.ravel() for s in sparse.values()]))
-                      if c >= 0})  # fmt: skip
+    present = sorted(
+        {int(c) for c in scene.classes.to_index(np.concatenate([s.ravel() for s in sparse.values()])) if c >= 0}
+    )
     ds = RayDataset(scene, sparse, labelled_fraction=0.1, class_balance=1.0)
     assert ds.present_classes() == present and len(present) >= 4
     gen = torch.Generator().manual_seed(0)
@@ -133,8 +134,9 @@ def test_pseudo_labels_land_on_the_right_pixels(scene):
 def test_dataset_trains_on_pseudo_labels_with_their_confidence(scene):
     sparse = make_sparse_labels(scene, "every:8")
     pseudo = make_pseudo_labels(scene, sparse, n_sources=2)
-    ds = RayDataset(scene, sparse, labelled_fraction=0.25, pseudo=pseudo, pseudo_fraction=0.5,
-                    pseudo_min_confidence=0.5)  # fmt: skip
+    ds = RayDataset(
+        scene, sparse, labelled_fraction=0.25, pseudo=pseudo, pseudo_fraction=0.5, pseudo_min_confidence=0.5
+    )
     b = ds.sample(200, torch.Generator().manual_seed(0))
     lab_part, ps_part = slice(0, 50), slice(50, 150)
     assert torch.all(b.label_weight[lab_part] == 1.0)
@@ -176,8 +178,12 @@ def test_fused_renderer_improves_a_wrong_field(scene):
         H, W = intr.height, intr.width
         p = np.full((H, W, C), 1.0 / C, np.float32)
         p[..., 0] += 0.05
-        return {"probs": p / p.sum(-1, keepdims=True), "depth": np.zeros((H, W), np.float32),
-                "opacity": np.ones((H, W), np.float32), "rgb": np.zeros((H, W, 3), np.float32)}  # fmt: skip
+        return {
+            "probs": p / p.sum(-1, keepdims=True),
+            "depth": np.zeros((H, W), np.float32),
+            "opacity": np.ones((H, W), np.float32),
+            "rgb": np.zeros((H, W, 3), np.float32),
+        }
 
     fused = FusedRenderer(render_fn, scene, scene.classes, sparse)
     t = 2

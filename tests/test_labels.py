@@ -48,8 +48,9 @@ def test_parse_random():
     assert any(parse_labelled("random:4", 20, seed=s) != parse_labelled("random:4", 20, seed=1) for s in range(5))
 
 
-@pytest.mark.parametrize("spec", ["every", "every:x", "every:0", "count:-1", "fraction:2", "random:a", "foo:3",
-                                  "1,b", "", "random:1:2:3"])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec", ["every", "every:x", "every:0", "count:-1", "fraction:2", "random:a", "foo:3", "1,b", "", "random:1:2:3"]
+)
 def test_parse_malformed(spec):
     with pytest.raises(LabelfieldError, match="--labelled"):
         parse_labelled(spec, 20)

@@ -22,12 +22,20 @@ def test_round_trip(tmp_path):
         for i, f in enumerate(scene.frames):
             probs = np.random.default_rng(i).random((12, 16, scene.classes.num_classes))
             write_frame(
-                tmp, f.name, f.load_labels(), scene.classes, image=f.load_rgb(), rgb=f.load_rgb(),
-                depth=f.load_depth(), confidence=np.full((12, 16), 0.5), probs=probs,
-            )  # fmt: skip
+                tmp,
+                f.name,
+                f.load_labels(),
+                scene.classes,
+                image=f.load_rgb(),
+                rgb=f.load_rgb(),
+                depth=f.load_depth(),
+                confidence=np.full((12, 16), 0.5),
+                probs=probs,
+            )
             recs.append(FrameRecord.from_frame(f, i, labelled=i == 0, given=i == 0))
-        write_manifest(tmp, scene_path="x", format="memory", downscale=1, method="test", classes=scene.classes,
-                       frames=recs)  # fmt: skip
+        write_manifest(
+            tmp, scene_path="x", format="memory", downscale=1, method="test", classes=scene.classes, frames=recs
+        )
     ls = read_labelset(out)
     assert ls.names == scene.names and ls.method == "test" and ls.classes.ids == scene.classes.ids
     f = scene.frames[1]

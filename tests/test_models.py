@@ -92,10 +92,15 @@ def test_per_ray_head_equals_compositing_linear_logits() -> None:
     from labelfield.render.sampling import march_rays
 
     ts, te, ri = march_rays(
-        rays_o, rays_d, model.aabb, model.step_size, near=model.near,
-        occupied_fn=model.occupancy.is_occupied, max_samples_per_ray=model.config.max_samples_per_ray,
+        rays_o,
+        rays_d,
+        model.aabb,
+        model.step_size,
+        near=model.near,
+        occupied_fn=model.occupancy.is_occupied,
+        max_samples_per_ray=model.config.max_samples_per_ray,
         proxy_density_fn=model.occupancy.proxy_density,
-    )  # fmt: skip
+    )
     w = render_weights(ts, te, captured["sigma"], ri, 300)
     per_sample = accumulate(w, model.semantic_head(captured["g"]), ri, 300)
     assert torch.allclose(out["logits"], per_sample, atol=1e-5)

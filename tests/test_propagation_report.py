@@ -12,20 +12,48 @@ import propagation_report as report  # noqa: E402
 
 
 def _pt(seconds: float, miou: float | None, consistency: float | None = 0.9, steps: int | None = 1) -> dict:
-    return {"seconds": seconds, "steps": steps, "miou": miou, "accuracy": miou, "class_avg_accuracy": miou,
-            "consistency": consistency, "psnr": 20.0}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "miou": miou,
+        "accuracy": miou,
+        "class_avg_accuracy": miou,
+        "consistency": consistency,
+        "psnr": 20.0,
+    }
 
 
 def _run(method: str, points: list[dict], scene: str = "s0", fraction: float = 0.1) -> dict:
-    return {"scene": scene, "fraction": fraction, "labelled": f"fraction:{fraction:g}", "method": method,
-            "n_frames": 60, "n_labelled": 6, "eval_frames": [1, 2], "points": points}  # fmt: skip
+    return {
+        "scene": scene,
+        "fraction": fraction,
+        "labelled": f"fraction:{fraction:g}",
+        "method": method,
+        "n_frames": 60,
+        "n_labelled": 6,
+        "eval_frames": [1, 2],
+        "points": points,
+    }
 
 
 def _results(runs: list[dict]) -> dict:
-    settings = {"budget_s": 10.0, "nerf_budget_s": 200.0, "nerf_budget_factor": 20.0, "density": "full",
-                "noise": None, "seed": 0, "eval_set": "unlabelled"}  # fmt: skip
-    return {"command": "python benchmarks/propagation.py", "machine": {"threads": 2}, "settings": settings,
-            "eval_note": "test", "runs": runs, "summary": report.summarise(runs)}  # fmt: skip
+    settings = {
+        "budget_s": 10.0,
+        "nerf_budget_s": 200.0,
+        "nerf_budget_factor": 20.0,
+        "density": "full",
+        "noise": None,
+        "seed": 0,
+        "eval_set": "unlabelled",
+    }
+    return {
+        "command": "python benchmarks/propagation.py",
+        "machine": {"threads": 2},
+        "settings": settings,
+        "eval_note": "test",
+        "runs": runs,
+        "summary": report.summarise(runs),
+    }
 
 
 def test_time_to_reach_and_speedup() -> None:

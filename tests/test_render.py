@@ -123,7 +123,7 @@ def test_march_inside_box_sorted_and_culled() -> None:
                     generator=gen,
                     near_occupied_fn=near_fn,
                     block=8,
-                )  # fmt: skip
+                )
             )
         for a, b in zip(*runs):
             assert torch.equal(a, b)
@@ -169,8 +169,9 @@ def test_early_stop_behind_dense_slab() -> None:
     grid.mark_changed()
     rays_o = torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]])
     rays_d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    ts, te, ri = march_rays(rays_o, rays_d, aabb, 0.01, occupied_fn=grid.is_occupied,
-                            proxy_density_fn=grid.proxy_density)  # fmt: skip
+    ts, te, ri = march_rays(
+        rays_o, rays_d, aabb, 0.01, occupied_fn=grid.is_occupied, proxy_density_fn=grid.proxy_density
+    )
     # the capped proxy (3 optical depths per cell) stops each ray ~3 cells into the slab, not before it
     assert 0.65 <= float(te.max()) <= 0.75
     counts = torch.bincount(ri).tolist()
@@ -189,9 +190,16 @@ def test_wavefront_blocks_match_plain_marching_with_early_stop() -> None:
     common = dict(occupied_fn=grid.is_occupied, proxy_density_fn=grid.proxy_density, stratified=True)
     plain = march_rays(rays_o, rays_d, aabb, 0.01, generator=torch.Generator().manual_seed(0), **common)
     waves = march_rays(
-        rays_o, rays_d, aabb, 0.01, generator=torch.Generator().manual_seed(0), near_occupied_fn=grid.is_occupied_near,
-        block=4, blocks_per_round=2, **common,
-    )  # fmt: skip
+        rays_o,
+        rays_d,
+        aabb,
+        0.01,
+        generator=torch.Generator().manual_seed(0),
+        near_occupied_fn=grid.is_occupied_near,
+        block=4,
+        blocks_per_round=2,
+        **common,
+    )
     assert len(plain[2]) > 1000
     for a, b in zip(plain, waves):
         assert torch.allclose(a, b) if a.is_floating_point() else torch.equal(a, b)

@@ -19,8 +19,15 @@ TINY = dict(log2_table_size=12, n_levels=4, max_resolution=64, occupancy_resolut
 def test_fit_saves_sparse_labels_manifest_and_reports_progress(tmp_path):
     scene = toy_scene(4, 16, 12, seed=0, binary=True, room=False)
     events: list[Progress] = []
-    cfg = FitConfig(out=tmp_path / "run", labelled="every:2", label_density="clicks:5", steps=3, batch_rays=32,
-                    threads=1, model_config=NGPConfig(**TINY))  # fmt: skip
+    cfg = FitConfig(
+        out=tmp_path / "run",
+        labelled="every:2",
+        label_density="clicks:5",
+        steps=3,
+        batch_rays=32,
+        threads=1,
+        model_config=NGPConfig(**TINY),
+    )
     result = fit(cfg, scene=scene, on_progress=events.append)
     assert result.step == 3
     folder = RunFolder(tmp_path / "run")
@@ -41,8 +48,9 @@ def test_fit_saves_sparse_labels_manifest_and_reports_progress(tmp_path):
 def test_time_budget_progress_counts_seconds(tmp_path):
     scene = toy_scene(4, 16, 12, seed=0, binary=True, room=False)
     events: list[Progress] = []
-    cfg = FitConfig(out=tmp_path / "run", steps=10**6, time_budget=0.5, batch_rays=32, threads=1,
-                    model_config=NGPConfig(**TINY))  # fmt: skip
+    cfg = FitConfig(
+        out=tmp_path / "run", steps=10**6, time_budget=0.5, batch_rays=32, threads=1, model_config=NGPConfig(**TINY)
+    )
     fit(cfg, scene=scene, on_progress=events.append)
     last = [e for e in events if e.stage == "fit"][-1]
     assert last.unit == "s" and last.total == 0.5 and last.done == pytest.approx(0.5, abs=0.5)

@@ -142,8 +142,16 @@ def test_fit_and_load_run(tmp_path) -> None:
     from labelfield.train.trainer import fit
 
     scene = toy_scene(4, 32, 24)
-    config = FitConfig(model_config=SemanticNeRFConfig(**TINY), out=tmp_path / "run", steps=6, batch_rays=64,
-                       progress=False, labelled="every:2", checkpoint_every=100, threads=1)  # fmt: skip
+    config = FitConfig(
+        model_config=SemanticNeRFConfig(**TINY),
+        out=tmp_path / "run",
+        steps=6,
+        batch_rays=64,
+        progress=False,
+        labelled="every:2",
+        checkpoint_every=100,
+        threads=1,
+    )
     assert config.model == "semantic-nerf"
     result = fit(config, scene=scene)
     assert result.step == 6 and np.isfinite(result.loss)

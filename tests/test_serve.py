@@ -17,8 +17,15 @@ from labelfield.io import read_image
 from labelfield.serve.strokes import SPARSE_DIR, STROKES_FILE, StrokeStore, parse_stroke, stroke_mask
 from labelfield.synth.toy import toy_scene
 
-SMALL = dict(log2_table_size=12, n_levels=4, max_resolution=64, occupancy_resolution=16, hidden_dim=16,
-             samples_per_diagonal=64, max_samples_per_ray=16)  # fmt: skip
+SMALL = dict(
+    log2_table_size=12,
+    n_levels=4,
+    max_resolution=64,
+    occupancy_resolution=16,
+    hidden_dim=16,
+    samples_per_diagonal=64,
+    max_samples_per_ray=16,
+)
 
 
 def write_tiny_scene(root: Path, n: int = 6, w: int = 32, h: int = 24) -> Path:
@@ -32,8 +39,16 @@ def write_tiny_config(run: Path, scene: Path, batch_rays: int = 256) -> None:
     """A tiny model for tests: serve reuses RUN/config.json when it exists."""
     from labelfield.train.config import FitConfig
 
-    cfg = FitConfig(scene=scene, out=run, batch_rays=batch_rays, depth_loss=True, progress=False, device="cpu",
-                    steps=2000, lr_final_ratio=0.2)  # fmt: skip
+    cfg = FitConfig(
+        scene=scene,
+        out=run,
+        batch_rays=batch_rays,
+        depth_loss=True,
+        progress=False,
+        device="cpu",
+        steps=2000,
+        lr_final_ratio=0.2,
+    )
     cfg = dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **SMALL))
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(run / "config.json")
@@ -43,11 +58,17 @@ def test_stroke_rasterised_to_exactly_the_expected_pixels(tmp_path):
     scene = toy_scene(2, 12, 10)
     store = StrokeStore(tmp_path / "run", scene, scene.classes)
     # A horizontal brush stroke of radius 1 from (x=2, y=5) to (8, 5): centres within 1 px of the segment.
-    store.add(parse_stroke({"frame": 0, "class_id": 2, "tool": "brush", "radius": 1, "points": [[2, 5], [8, 5]]},
-                           scene, scene.classes))  # fmt: skip
+    store.add(
+        parse_stroke(
+            {"frame": 0, "class_id": 2, "tool": "brush", "radius": 1, "points": [[2, 5], [8, 5]]}, scene, scene.classes
+        )
+    )
     # A click: only the pixel nearest (3.4, 7.6), i.e. column 3, row 8, whatever radius is sent.
-    store.add(parse_stroke({"frame": 0, "class_id": 4, "tool": "click", "radius": 9, "points": [[3.4, 7.6]]},
-                           scene, scene.classes))  # fmt: skip
+    store.add(
+        parse_stroke(
+            {"frame": 0, "class_id": 4, "tool": "click", "radius": 9, "points": [[3.4, 7.6]]}, scene, scene.classes
+        )
+    )
     # The eraser clears the pixels within 0.5 px of (8, 4), i.e. just (8, 4).
     store.add(parse_stroke({"frame": 0, "tool": "eraser", "radius": 0.5, "points": [[8, 4]]}, scene, scene.classes))
     expected = np.zeros((10, 12), np.uint8)
@@ -90,11 +111,13 @@ def test_log_replays_strokes_and_undo_and_drops_a_torn_line(tmp_path):
     lines = (run / STROKES_FILE).read_text().splitlines()
     assert all(json.loads(line) for line in lines) and json.loads(lines[-1])["frame"] == 1
     # invalid strokes are refused with a reason
-    for bad, msg in [({"frame": 7, "class_id": 1, "points": [[0, 0]]}, "frame"),
-                     ({"frame": 0, "class_id": 42, "points": [[0, 0]]}, "class id 42"),
-                     ({"frame": 0, "class_id": 1, "points": [[0, float("nan")]]}, "finite"),
-                     ({"frame": 0, "class_id": 1, "points": []}, "points"),
-                     ({"frame": 0, "class_id": 1, "tool": "spray", "points": [[0, 0]]}, "tool")]:  # fmt: skip
+    for bad, msg in [
+        ({"frame": 7, "class_id": 1, "points": [[0, 0]]}, "frame"),
+        ({"frame": 0, "class_id": 42, "points": [[0, 0]]}, "class id 42"),
+        ({"frame": 0, "class_id": 1, "points": [[0, float("nan")]]}, "finite"),
+        ({"frame": 0, "class_id": 1, "points": []}, "points"),
+        ({"frame": 0, "class_id": 1, "tool": "spray", "points": [[0, 0]]}, "tool"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             parse_stroke(bad, scene, scene.classes)
 
@@ -189,9 +212,18 @@ def test_no_path_traversal_host_check_token_and_size_limit(server, tmp_path):
     start, engine = server
     port = start()
     assert _get(port, "/")[0] == 200 and _get(port, "/static/app.js")[0] == 200
-    for path in ["/static/../app.py", "/static/../../serve/engine.py", "/static/..%2fapp.py", "/static/%2e%2e/app.py",
-                 "/static/..%2f..%2f..%2f..%2fetc%2fpasswd", "/static//etc/passwd", "/static/../../../../etc/passwd",
-                 "/api/frame/99/image", "/api/frame/-1/image", "/api/frame/..%2f..%2fetc/image"]:  # fmt: skip
+    for path in [
+        "/static/../app.py",
+        "/static/../../serve/engine.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/static//etc/passwd",
+        "/static/../../../../etc/passwd",
+        "/api/frame/99/image",
+        "/api/frame/-1/image",
+        "/api/frame/..%2f..%2fetc/image",
+    ]:
         status, body, _ = _get(port, path)
         assert status in (403, 404), path
         assert b"import" not in body and b"root:" not in body, path

@@ -41,8 +41,25 @@ def free_port() -> int:
 
 def start_server(scene: Path, run: Path, port: int) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "labelfield.cli", "serve", str(scene), "--run", str(run), "--port", str(port),
-           "--threads", "1", "--refresh", "0.5", "--checkpoint-every", "3", "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "labelfield.cli",
+        "serve",
+        str(scene),
+        "--run",
+        str(run),
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--refresh",
+        "0.5",
+        "--checkpoint-every",
+        "3",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 60
     lines = []
@@ -80,8 +97,9 @@ def paint(page, frac_pts: list[tuple[float, float]]) -> None:
 
 def goto_frame(page, i: int) -> None:
     page.locator(f'.thumb[data-frame-index="{i}"]').click()
-    page.wait_for_function(f"document.body.dataset.frame === '{i}' && "
-                           f"(document.body.dataset.strokesLoaded || '').startsWith('{i}:')")  # fmt: skip
+    page.wait_for_function(
+        f"document.body.dataset.frame === '{i}' && (document.body.dataset.strokesLoaded || '').startsWith('{i}:')"
+    )
 
 
 def wait_saved(page, run: Path, n: int) -> None:
@@ -122,8 +140,9 @@ def test_paint_propagate_reload_kill_restart_export(tmp_path):
             assert set(np.unique(lab0)) == {0, 1} and set(np.unique(lab3)) == {0, 2}
             # an unlabelled frame: the prediction overlay appears
             goto_frame(page, 5)
-            page.wait_for_function("+document.body.dataset.predStep >= 0 && document.body.dataset.predFrame === '5'",
-                                   timeout=30000)  # fmt: skip
+            page.wait_for_function(
+                "+document.body.dataset.predStep >= 0 && document.body.dataset.predFrame === '5'", timeout=30000
+            )
             assert alpha_pixels(page, "pred") > 0.5 * 64 * 48
             page.screenshot(path=str(shots / "serve_prediction.png"))
             page.keyboard.press("v")  # the confidence view

@@ -169,8 +169,20 @@ def test_rich_room_has_small_and_thin_classes(tmp_path: Path) -> None:
     # The basic room keeps the demo's 11-class table; the rich one only appends classes (ids unchanged).
     assert make_room(5).classes.names == names[: len(make_room(5).classes.names)]
     out = tmp_path / "rich"
-    SynthCommand(out=out, **{**TINY, "frames": 3, "width": 32, "height": 24, "spp": 1, "objects": "rich",
-                             "walls": "plain", "path": "walk", "max_depth": 2}).run()  # fmt: skip
+    SynthCommand(
+        out=out,
+        **{
+            **TINY,
+            "frames": 3,
+            "width": 32,
+            "height": 24,
+            "spp": 1,
+            "objects": "rich",
+            "walls": "plain",
+            "path": "walk",
+            "max_depth": 2,
+        },
+    ).run()
     scene = load_scene(out)
     assert len(scene) == 3 and len(scene.classes.names) >= 21  # void + 20 or more
     seen = {int(c) for f in scene.frames for c in np.unique(f.load_labels())}

@@ -141,14 +141,17 @@ def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> COLMAP quaternion (w, x, y, z) with w >= 0."""
     R = np.asarray(R, np.float64)
-    K = np.array(
-        [
-            [R[0, 0] - R[1, 1] - R[2, 2], 0, 0, 0],
-            [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], 0, 0],
-            [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], 0],
-            [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
-        ]
-    ) / 3.0
+    K = (
+        np.array(
+            [
+                [R[0, 0] - R[1, 1] - R[2, 2], 0, 0, 0],
+                [R[1, 0] + R[0, 1], R[1, 1] - R[0, 0] - R[2, 2], 0, 0],
+                [R[2, 0] + R[0, 2], R[2, 1] + R[1, 2], R[2, 2] - R[0, 0] - R[1, 1], 0],
+                [R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1], R[0, 0] + R[1, 1] + R[2, 2]],
+            ]
+        )
+        / 3.0
+    )
     vals, vecs = np.linalg.eigh(K)
     q = vecs[[3, 0, 1, 2], np.argmax(vals)]
     return -q if q[0] < 0 else q

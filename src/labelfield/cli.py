@@ -70,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         args = ["--model." + a[len("--model-config.") :] if a.startswith("--model-config.") else a for a in args]
     types = _command_types()
     # CascadeSubcommandArgs: `labelfield fit semantic-nerf SCENE --out RUN` (options after the model name).
-    cmd = tyro.cli(Union[tuple(types)] if len(types) > 1 else types[0], args=args,  # noqa: UP007
-                   config=(tyro.conf.CascadeSubcommandArgs,))  # fmt: skip
+    cmd = tyro.cli(
+        Union[tuple(types)] if len(types) > 1 else types[0],
+        args=args,  # noqa: UP007
+        config=(tyro.conf.CascadeSubcommandArgs,),
+    )
     try:
         rc = cmd.run()
     except LabelfieldError as e:

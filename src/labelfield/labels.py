@@ -79,8 +79,9 @@ def parse_labelled(spec: str, n_frames: int, seed: int = 0) -> list[int]:
         idx = sorted({int(t) for t in items})
         out = [i for i in idx if i >= n_frames]
         if out:
-            raise LabelfieldError(f"--labelled spec {spec!r}: frame index {out[0]} is out of range "
-                                  f"(the scene has {n_frames} frames)")  # fmt: skip
+            raise LabelfieldError(
+                f"--labelled spec {spec!r}: frame index {out[0]} is out of range (the scene has {n_frames} frames)"
+            )
     if not idx:
         raise LabelfieldError(f"--labelled spec {spec!r} selects no frame (the scene has {n_frames} frames)")
     return idx
@@ -289,8 +290,9 @@ def make_sparse_labels(
         frame = scene.frames[i]
         lab = frame.load_labels() if frame.has_labels() else None
         if lab is None:
-            raise LabelfieldError(f"frame {frame.name} was selected by --labelled {labelled!r} but has no label "
-                                  "file", _frame_file(frame))  # fmt: skip
+            raise LabelfieldError(
+                f"frame {frame.name} was selected by --labelled {labelled!r} but has no label file", _frame_file(frame)
+            )
         classes.check_labels(lab, _frame_file(frame))
         lab = lab.astype(dtype)
         sparse = apply_density(lab, density, np.random.default_rng([seed, i, 1]))
@@ -298,8 +300,9 @@ def make_sparse_labels(
             sparse = apply_noise(sparse, p_noise, classes.train_ids, np.random.default_rng([seed, i, 2]))
         out[i] = sparse
     if not any(m.any() for m in out.values()):
-        raise LabelfieldError(f"no labelled pixel left: --labelled {labelled!r} with --label-density {density!r} "
-                              "gives an empty label set")  # fmt: skip
+        raise LabelfieldError(
+            f"no labelled pixel left: --labelled {labelled!r} with --label-density {density!r} gives an empty label set"
+        )
     return out
 
 

@@ -41,9 +41,14 @@ def intrinsics_from_dict(d: dict) -> Intrinsics:
     """Inverse of `intrinsics_to_dict`."""
     dist = d.get("distortion")
     return Intrinsics(
-        float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]), int(d["width"]), int(d["height"]),
+        float(d["fx"]),
+        float(d["fy"]),
+        float(d["cx"]),
+        float(d["cy"]),
+        int(d["width"]),
+        int(d["height"]),
         None if dist is None else tuple(float(x) for x in dist),
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -64,9 +69,13 @@ class FrameRecord:
     @staticmethod
     def from_frame(frame: Frame, index: int, labelled: bool, given: bool) -> FrameRecord:
         return FrameRecord(
-            frame.name, int(index), bool(labelled), bool(given),
-            np.asarray(frame.c2w, np.float64).tolist(), intrinsics_to_dict(frame.intrinsics),
-        )  # fmt: skip
+            frame.name,
+            int(index),
+            bool(labelled),
+            bool(given),
+            np.asarray(frame.c2w, np.float64).tolist(),
+            intrinsics_to_dict(frame.intrinsics),
+        )
 
     def pose(self) -> np.ndarray:
         """(4, 4) float64 OpenCV camera-to-world."""
@@ -258,6 +267,11 @@ def read_labelset(path: str | Path) -> LabelSet:
     if not frames:
         raise LabelfieldError("frames.json lists no frames", root / "frames.json")
     return LabelSet(
-        root, classes, frames, str(meta.get("method", "")), meta.get("scene"), str(meta.get("format", "")),
+        root,
+        classes,
+        frames,
+        str(meta.get("method", "")),
+        meta.get("scene"),
+        str(meta.get("format", "")),
         meta.get("downscale", 1),
-    )  # fmt: skip
+    )

@@ -24,13 +24,30 @@ VOID_ID = 0
 # A deterministic, distinguishable palette for tables that bring no colours (void stays black).
 _BASE_COLORS = np.array(
     [
-        [0, 0, 0], [174, 199, 232], [152, 223, 138], [31, 119, 180], [255, 187, 120], [188, 189, 34],
-        [140, 86, 75], [255, 152, 150], [214, 39, 40], [197, 176, 213], [148, 103, 189], [196, 156, 148],
-        [23, 190, 207], [247, 182, 210], [219, 219, 141], [255, 127, 14], [158, 218, 229], [44, 160, 44],
-        [112, 128, 144], [227, 119, 194], [82, 84, 163],
+        [0, 0, 0],
+        [174, 199, 232],
+        [152, 223, 138],
+        [31, 119, 180],
+        [255, 187, 120],
+        [188, 189, 34],
+        [140, 86, 75],
+        [255, 152, 150],
+        [214, 39, 40],
+        [197, 176, 213],
+        [148, 103, 189],
+        [196, 156, 148],
+        [23, 190, 207],
+        [247, 182, 210],
+        [219, 219, 141],
+        [255, 127, 14],
+        [158, 218, 229],
+        [44, 160, 44],
+        [112, 128, 144],
+        [227, 119, 194],
+        [82, 84, 163],
     ],
     np.uint8,
-)  # fmt: skip
+)
 
 
 def default_color(class_id: int) -> tuple[int, int, int]:
@@ -153,9 +170,7 @@ class ClassTable:
         names = d["classes"]
         ids = d.get("ids", list(range(len(names))))
         colors = d.get("colors") or [default_color(i) for i in ids]
-        return ClassTable(
-            list(ids), list(names), [tuple(int(x) for x in c) for c in colors], d.get("background_class")
-        )
+        return ClassTable(list(ids), list(names), [tuple(int(x) for x in c) for c in colors], d.get("background_class"))
 
 
 def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -219,9 +234,7 @@ class Frame:
             # Readers set intrinsics for the downscaled size; integer multiples are the only scaling we accept.
             h0, w0 = img.shape[:2]
             if h0 * W != w0 * H or h0 < H:
-                raise LabelfieldError(
-                    f"image size {w0}x{h0} does not match the camera's {W}x{H}", path
-                )
+                raise LabelfieldError(f"image size {w0}x{h0} does not match the camera's {W}x{H}", path)
             img = _resize(img, (W, H), nearest)
         return img
 

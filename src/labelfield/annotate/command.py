@@ -46,8 +46,9 @@ def parse_frames(spec: str, names: list[str], labelled: set[int]) -> list[int]:
             else:
                 rng = range(int(item), int(item) + 1)
         except ValueError:
-            raise LabelfieldError(f"--frames: {item!r} is not an index, a range a-b or a frame name "
-                                  "(or use all, unlabelled, labelled)") from None  # fmt: skip
+            raise LabelfieldError(
+                f"--frames: {item!r} is not an index, a range a-b or a frame name (or use all, unlabelled, labelled)"
+            ) from None
         for i in rng:
             if not 0 <= i < n:
                 raise LabelfieldError(f"--frames: index {i} out of range (the scene has {n} frames)")

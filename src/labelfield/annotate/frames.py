@@ -58,8 +58,7 @@ def labels_from_render(
         probs = to_numpy(out["probs"]).astype(np.float32)
         if probs.ndim != 3 or probs.shape[-1] != classes.num_classes:
             raise LabelfieldError(
-                f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class "
-                "table"
+                f"render gave probs of shape {probs.shape}, expected (H, W, {classes.num_classes}) for the class table"
             )
         labels = classes.to_ids(probs.argmax(-1))
         confidence = probs.max(-1).clip(0.0, 1.0)
@@ -79,8 +78,9 @@ def merge_given(labels: np.ndarray, confidence: np.ndarray, user: np.ndarray, vo
     """In place: pixels the user labelled (user != void) take the user's label with confidence 1."""
     user = np.asarray(user)
     if user.shape != labels.shape:
-        raise LabelfieldError(f"given labels are {user.shape[1]}x{user.shape[0]}, renders {labels.shape[1]}x"
-                              f"{labels.shape[0]}")  # fmt: skip
+        raise LabelfieldError(
+            f"given labels are {user.shape[1]}x{user.shape[0]}, renders {labels.shape[1]}x{labels.shape[0]}"
+        )
     mask = user != void_id
     labels[mask] = user[mask].astype(labels.dtype)
     confidence[mask] = 1.0
@@ -175,9 +175,19 @@ def annotate_frames(
             rgb = rgb_to_uint8(out["rgb"]) if out.get("rgb") is not None else None
             probs = to_numpy(out["probs"]).astype(np.float32) if save_probs else None
             job = partial(
-                _write, out_dir, frame.name, labels, classes, scene, i if overlay else None,
-                rgb=rgb, depth=depth, confidence=confidence, probs=probs, overlay=overlay,
-            )  # fmt: skip
+                _write,
+                out_dir,
+                frame.name,
+                labels,
+                classes,
+                scene,
+                i if overlay else None,
+                rgb=rgb,
+                depth=depth,
+                confidence=confidence,
+                probs=probs,
+                overlay=overlay,
+            )
             if pool is None:
                 job()
             else:

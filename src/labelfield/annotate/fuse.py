@@ -115,8 +115,9 @@ class FusedRenderer:
             return out
         depth_t = self.depth_fn(t) if self.scene_depth else to_numpy(out["depth"])
         depth_t = np.nan_to_num(np.asarray(depth_t, np.float32), nan=0.0)
-        labels, conf = pseudo_labels_for(self.scene, self.sparse, t, depth_t, self.source_depth(),
-                                         self.n_sources, self.rel_tol)  # fmt: skip
+        labels, conf = pseudo_labels_for(
+            self.scene, self.sparse, t, depth_t, self.source_depth(), self.n_sources, self.rel_tol
+        )
         index = self.classes.to_index(labels)
         probs = to_numpy(out["probs"]).astype(np.float32)
         fused = dict(out)

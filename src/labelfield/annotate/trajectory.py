@@ -92,8 +92,9 @@ def _video_writer(path: Path, fps: float):
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
         return None
-    return imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                              pixelformat="yuv420p")  # fmt: skip
+    return imageio.get_writer(
+        path, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p"
+    )
 
 
 def render_trajectory(

@@ -69,8 +69,9 @@ def make_pseudo_labels(
         if t in sparse:
             continue
         d = load(t)
-        out[t] = pseudo_labels_for(scene, usable, t, None if d is None else np.nan_to_num(d, nan=0.0), src_depth,
-                                   n_sources, rel_tol)  # fmt: skip
+        out[t] = pseudo_labels_for(
+            scene, usable, t, None if d is None else np.nan_to_num(d, nan=0.0), src_depth, n_sources, rel_tol
+        )
     return out
 
 

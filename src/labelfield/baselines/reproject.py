@@ -123,8 +123,9 @@ def _depth(scene: Scene, i: int, depth_fn: DepthFn | None = None) -> np.ndarray:
     d = scene.frames[i].load_depth() if depth_fn is None else depth_fn(i)
     if d is None:
         f = scene.frames[i]
-        raise LabelfieldError(f"the reproject baseline needs depth maps; frame {f.name} has none",
-                              f.rgb_path or scene.root)  # fmt: skip
+        raise LabelfieldError(
+            f"the reproject baseline needs depth maps; frame {f.name} has none", f.rgb_path or scene.root
+        )
     return d
 
 
@@ -152,11 +153,21 @@ def source_warps(
     out = []
     for s in sources:
         fs = scene.frames[s]
-        w = warp_labels(sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t,
-                        rel_tol, splat=1 if depth_t is not None else 2)  # fmt: skip
+        w = warp_labels(
+            sparse[s],
+            src_depth[s],
+            fs.intrinsics,
+            fs.c2w,
+            ft.intrinsics,
+            ft.c2w,
+            depth_t,
+            rel_tol,
+            splat=1 if depth_t is not None else 2,
+        )
         if fill_cracks and depth_t is not None:
-            looked = lookup_labels(sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t,
-                                   w == 0, rel_tol)  # fmt: skip
+            looked = lookup_labels(
+                sparse[s], src_depth[s], fs.intrinsics, fs.c2w, ft.intrinsics, ft.c2w, depth_t, w == 0, rel_tol
+            )
             w = np.where(w != 0, w, looked)
         out.append(w)
     return out

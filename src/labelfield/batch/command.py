@@ -83,10 +83,18 @@ class BatchCommand(FitConfig):
                 (out / s.name / DONE_FILE).unlink(missing_ok=True)
                 shutil.rmtree(out / s.name, ignore_errors=True)
 
-        executor = SerialExecutor() if self.local else RayExecutor(
-            self.address, self.cpus_per_scene, self.gpus_per_scene, self.retries, self.num_cpus)  # fmt: skip
-        meta = {"manifest": str(self.manifest.absolute()), "out": str(out), "executor": executor.name,
-                "cpus_per_scene": self.cpus_per_scene, "gpus_per_scene": self.gpus_per_scene}  # fmt: skip
+        executor = (
+            SerialExecutor()
+            if self.local
+            else RayExecutor(self.address, self.cpus_per_scene, self.gpus_per_scene, self.retries, self.num_cpus)
+        )
+        meta = {
+            "manifest": str(self.manifest.absolute()),
+            "out": str(out),
+            "executor": executor.name,
+            "cpus_per_scene": self.cpus_per_scene,
+            "gpus_per_scene": self.gpus_per_scene,
+        }
         state = BatchState([s.name for s in specs], meta)
         console = Console(stderr=True)
         todo, changed = [], []
@@ -103,8 +111,10 @@ class BatchCommand(FitConfig):
                 todo.append(s)
 
         if changed:
-            console.print(f"[yellow]note:[/] {len(changed)} finished scene(s) (first: {changed[0]}) were done with "
-                          "other options; they are skipped (--force redoes them)")  # fmt: skip
+            console.print(
+                f"[yellow]note:[/] {len(changed)} finished scene(s) (first: {changed[0]}) were done with "
+                "other options; they are skipped (--force redoes them)"
+            )
 
         def on_result(res: SceneResult) -> None:
             state.result(res)

@@ -31,14 +31,17 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise LabelfieldError("labelfield batch needs Ray: pip install 'labelfield[cluster]' (or run with "
-                              "--local to process the scenes one by one in this process)") from None  # fmt: skip
+        raise LabelfieldError(
+            "labelfield batch needs Ray: pip install 'labelfield[cluster]' (or run with "
+            "--local to process the scenes one by one in this process)"
+        ) from None
     return ray
 
 
 def _unreachable(res: SceneResult) -> Unreachable:
-    return Unreachable(f"a worker cannot see scene path {res.error}; the scenes and --out must be on a "
-                       "filesystem every worker mounts")  # fmt: skip
+    return Unreachable(
+        f"a worker cannot see scene path {res.error}; the scenes and --out must be on a filesystem every worker mounts"
+    )
 
 
 class SerialExecutor:
@@ -46,8 +49,9 @@ class SerialExecutor:
 
     name = "local (serial)"
 
-    def run(self, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress,
-            on_result: OnResult) -> None:  # fmt: skip
+    def run(
+        self, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress, on_result: OnResult
+    ) -> None:
         for spec in specs:
             on_progress(spec.name, {"phase": "start"})
             res = process_scene(spec, out_dir, batch_id, report=lambda info, n=spec.name: on_progress(n, info))
@@ -65,8 +69,14 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) ->
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if src not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR", configure_logging=True)  # fmt: skip
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        configure_logging=True,
+    )
 
 
 def _scene_task(spec: dict[str, Any], out_dir: str, batch_id: str, board: Any) -> dict[str, Any]:
@@ -118,8 +128,9 @@ class RayExecutor:
     def name(self) -> str:
         return f"ray ({self.address or 'local'})"
 
-    def run(self, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress,
-            on_result: OnResult) -> None:  # fmt: skip
+    def run(
+        self, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress, on_result: OnResult
+    ) -> None:
         ray = import_ray()
         started = False
         if not ray.is_initialized():
@@ -145,9 +156,11 @@ class RayExecutor:
         if not any(r.get("CPU", 0) >= self.cpus and r.get("GPU", 0) >= self.gpus for r in nodes):
             most = max((r.get("CPU", 0) for r in nodes), default=0)
             gpus = max((r.get("GPU", 0) for r in nodes), default=0)
-            raise LabelfieldError(f"no Ray node has {self.cpus:g} CPUs and {self.gpus:g} GPUs for one scene (the "
-                                  f"largest has {most:g} CPUs, {gpus:g} GPUs): lower --cpus-per-scene / "
-                                  "--gpus-per-scene")  # fmt: skip
+            raise LabelfieldError(
+                f"no Ray node has {self.cpus:g} CPUs and {self.gpus:g} GPUs for one scene (the "
+                f"largest has {most:g} CPUs, {gpus:g} GPUs): lower --cpus-per-scene / "
+                "--gpus-per-scene"
+            )
 
     def _check_nodes(self, ray, specs: list[SceneSpec], out_dir: Path, batch_id: str) -> None:
         """Every alive node must see every scene path and the output folder (a shared filesystem)."""
@@ -157,22 +170,33 @@ class RayExecutor:
         token_file.write_text(batch_id)
         paths = sorted({p for s in specs for p in (s.path, s.gt) if p is not None})
         check = ray.remote(num_cpus=0)(_check_visible)
-        refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-            paths, str(token_file), batch_id) for n in ray.nodes() if n.get("Alive")]  # fmt: skip
+        refs = [
+            check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                paths, str(token_file), batch_id
+            )
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
         for r in ray.get(refs):
             if r["missing"]:
                 more = f" (and {len(r['missing']) - 1} more)" if len(r["missing"]) > 1 else ""
-                raise Unreachable(f"worker on {r['host']} cannot see scene path {r['missing'][0]}{more}; the scenes "
-                                  "must be on a filesystem every worker mounts")  # fmt: skip
+                raise Unreachable(
+                    f"worker on {r['host']} cannot see scene path {r['missing'][0]}{more}; the scenes "
+                    "must be on a filesystem every worker mounts"
+                )
             if not r["out_ok"]:
-                raise Unreachable(f"worker on {r['host']} cannot see the output folder {out_dir} (or sees another "
-                                  "one there); --out must be on a filesystem every worker mounts")  # fmt: skip
+                raise Unreachable(
+                    f"worker on {r['host']} cannot see the output folder {out_dir} (or sees another "
+                    "one there); --out must be on a filesystem every worker mounts"
+                )
 
-    def _run(self, ray, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress,
-             on_result: OnResult) -> None:  # fmt: skip
+    def _run(
+        self, ray, specs: list[SceneSpec], out_dir: Path, batch_id: str, on_progress: OnProgress, on_result: OnResult
+    ) -> None:
         board = ray.remote(num_cpus=0)(_Board).remote()
-        task = ray.remote(_scene_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
-                                               retry_exceptions=False)  # fmt: skip
+        task = ray.remote(_scene_task).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries, retry_exceptions=False
+        )
         pending = {task.remote(dataclasses.asdict(s), str(out_dir), batch_id, board): s for s in specs}
         try:
             while pending:

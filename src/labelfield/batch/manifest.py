@@ -62,13 +62,16 @@ def read_manifest(
         base = path.parent
     if not entries:
         raise LabelfieldError("manifest lists no scenes", path)
-    specs = [_resolve(e, i, defaults, fit_defaults, gt_default, tuple(export_default), base, path)
-             for i, e in enumerate(entries)]  # fmt: skip
+    specs = [
+        _resolve(e, i, defaults, fit_defaults, gt_default, tuple(export_default), base, path)
+        for i, e in enumerate(entries)
+    ]
     seen: dict[str, str] = {}
     for s in specs:
         if s.name in seen:
-            raise LabelfieldError(f"two scenes are named {s.name!r} ({seen[s.name]} and {s.path}); give one a "
-                                  "`name`", path)  # fmt: skip
+            raise LabelfieldError(
+                f"two scenes are named {s.name!r} ({seen[s.name]} and {s.path}); give one a `name`", path
+            )
         seen[s.name] = s.path
     return specs
 
@@ -82,8 +85,9 @@ def _read_file(path: Path) -> tuple[dict[str, Any], list[Any]]:
         try:
             import yaml
         except ImportError:
-            raise LabelfieldError("reading a YAML manifest needs PyYAML: pip install 'labelfield[cluster]'",
-                                  path) from None  # fmt: skip
+            raise LabelfieldError(
+                "reading a YAML manifest needs PyYAML: pip install 'labelfield[cluster]'", path
+            ) from None
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -159,8 +163,16 @@ def _scenes_below(root: Path) -> list[tuple[str, Path]]:
     return [(p.name if counts[p.name] == 1 else "_".join(p.relative_to(root).parts), p) for p in found]
 
 
-def _resolve(entry: Any, i: int, defaults: dict[str, Any], fit_defaults: dict[str, Any], gt_default: str | None,
-             export_default: tuple[str, ...], base: Path, where: Path) -> SceneSpec:  # fmt: skip
+def _resolve(
+    entry: Any,
+    i: int,
+    defaults: dict[str, Any],
+    fit_defaults: dict[str, Any],
+    gt_default: str | None,
+    export_default: tuple[str, ...],
+    base: Path,
+    where: Path,
+) -> SceneSpec:
     if isinstance(entry, str):
         entry = {"path": entry}
     if not isinstance(entry, dict) or "path" not in entry:
@@ -182,20 +194,25 @@ def _resolve(entry: Any, i: int, defaults: dict[str, Any], fit_defaults: dict[st
     gt_value = entry.get("gt", gt_default)
     gt = None
     if gt_value is not None and gt_value is not False and str(gt_value).lower() not in ("", "none", "false", "no"):
-        gt = str(scene_path) if gt_value is True or str(gt_value).lower() in ("scene", "true", "yes") else str(
-            _abs(gt_value, base))  # fmt: skip
+        gt = (
+            str(scene_path)
+            if gt_value is True or str(gt_value).lower() in ("scene", "true", "yes")
+            else str(_abs(gt_value, base))
+        )
     export = entry.get("export", list(export_default))
     if isinstance(export, str):
         export = [t for t in re.split(r"[;,|\s]+", export) if t]
     bad = [f for f in export if f not in EXPORT_SUFFIX]
     if bad:
-        raise LabelfieldError(f"scene {name}: unknown export format {bad[0]!r} (choose from "
-                              f"{', '.join(EXPORT_SUFFIX)})", where)  # fmt: skip
+        raise LabelfieldError(
+            f"scene {name}: unknown export format {bad[0]!r} (choose from {', '.join(EXPORT_SUFFIX)})", where
+        )
     annotate = entry.get("annotate") or {}
     if not isinstance(annotate, dict) or set(annotate) - set(ANNOTATE_DEFAULTS):
         raise LabelfieldError(f"scene {name}: `annotate` takes {', '.join(ANNOTATE_DEFAULTS)}", where)
-    return SceneSpec(name=name, path=str(scene_path), fit=fit, annotate={**ANNOTATE_DEFAULTS, **annotate}, gt=gt,
-                     export=list(export))  # fmt: skip
+    return SceneSpec(
+        name=name, path=str(scene_path), fit=fit, annotate={**ANNOTATE_DEFAULTS, **annotate}, gt=gt, export=list(export)
+    )
 
 
 def _abs(p: Any, base: Path) -> Path:

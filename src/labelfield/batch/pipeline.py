@@ -52,8 +52,14 @@ ANNOTATE_DEFAULTS: dict[str, Any] = {
     "opacity_threshold": 0.5,
     "chunk": 16384,
 }
-EXPORT_SUFFIX = {"cvat": ".zip", "labelstudio": ".json", "coco": ".json", "ply": ".ply", "replica": "",
-                 "transforms": ""}  # fmt: skip
+EXPORT_SUFFIX = {
+    "cvat": ".zip",
+    "labelstudio": ".json",
+    "coco": ".json",
+    "ply": ".ply",
+    "replica": "",
+    "transforms": "",
+}
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -270,8 +276,9 @@ def _fit_stage(spec: SceneSpec, scene_dir: Path, res: SceneResult, report: Repor
             if key == "model_config" and isinstance(a, dict) and isinstance(b, dict):  # fit stores the scene's near
                 a, b = ({k: v for k, v in d.items() if k != "near"} for d in (a, b))
             if a != b:
-                raise LabelfieldError(f"the run was started with another {key!r}; rerun with --force to redo it",
-                                      run_dir)  # fmt: skip
+                raise LabelfieldError(
+                    f"the run was started with another {key!r}; rerun with --force to redo it", run_dir
+                )
         found = latest_checkpoint(run_dir)
         res.resumed_from = found[0] if found else 0
         config = dataclasses.replace(config, out=None, resume=run_dir)

@@ -62,9 +62,11 @@ class BatchState:
 
         c = self.counts()
         rate = self.scenes_per_hour()
-        title = (f"labelfield batch: {c['queued']} queued, {c['running']} running, {c['done']} done, "
-                 f"{c['skipped']} skipped, {c['failed']} failed; {self.elapsed():.0f} s"
-                 + (f", {rate:.0f} scenes/h" if rate else ""))  # fmt: skip
+        title = (
+            f"labelfield batch: {c['queued']} queued, {c['running']} running, {c['done']} done, "
+            f"{c['skipped']} skipped, {c['failed']} failed; {self.elapsed():.0f} s"
+            + (f", {rate:.0f} scenes/h" if rate else "")
+        )
         t = Table(title=title, title_justify="left")
         for col in ("scene", "phase", "step", "steps/s", "s", "try"):
             t.add_column(col, justify="left" if col in ("scene", "phase") else "right")
@@ -72,8 +74,9 @@ class BatchState:
         for name, info in sorted(dict(self.running).items()):  # copy: the live thread renders
             step = f"{info['step']}/{info['steps']}" if "step" in info else ""
             rate_s = f"{info['steps_per_s']:.1f}" if "steps_per_s" in info else ""
-            t.add_row(name, str(info.get("phase", "")), step, rate_s, f"{now - info['t0']:.0f}",
-                      str(info.get("attempts", "")))  # fmt: skip
+            t.add_row(
+                name, str(info.get("phase", "")), step, rate_s, f"{now - info['t0']:.0f}", str(info.get("attempts", ""))
+            )
         failed = [r for r in list(self.results.values()) if r.status == "failed"][-_SHOW_FAILED:]
         for r in failed:
             t.add_row(r.name, "[red]failed[/]", "", "", f"{r.wall_s:.0f}", str(r.attempts))
@@ -113,10 +116,13 @@ class BatchState:
     def total_line(self, out_dir: Path) -> str:
         c = self.counts()
         rate = self.scenes_per_hour()
-        line = (f"batch: {len(self.order)} scenes: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed"
-                + (f", {c['queued'] + c['running']} not run" if c["queued"] + c["running"] else "")
-                + f" in {self.elapsed():.1f} s" + (f" ({rate:.0f} scenes/h)" if rate else "")
-                + f" -> {out_dir / SUMMARY_MD}")  # fmt: skip
+        line = (
+            f"batch: {len(self.order)} scenes: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed"
+            + (f", {c['queued'] + c['running']} not run" if c["queued"] + c["running"] else "")
+            + f" in {self.elapsed():.1f} s"
+            + (f" ({rate:.0f} scenes/h)" if rate else "")
+            + f" -> {out_dir / SUMMARY_MD}"
+        )
         return line
 
 

@@ -167,14 +167,14 @@ def capture(cmd: CaptureCommand, src: Path) -> tuple[SfmResult, Similarity, dict
                         "registered": f.name in set(result.names),
                     }
                     for f in frames
-                ],  # fmt: skip
+                ],
                 "sfm": {
                     **result.stats,
                     "camera_model": cmd.sfm.camera_model,
                     "fov_hint": cmd.sfm.fov,
                     "fix_intrinsics": cmd.sfm.fix_intrinsics,
                     "undistorted": cmd.sfm.camera_model not in ("SIMPLE_PINHOLE", "PINHOLE"),
-                },  # fmt: skip
+                },
                 "normalisation": {
                     **sim.to_json(),
                     "how": "x' = scale * rotation @ x + translation; rotation takes the mean camera up (-y) to +z; "
@@ -204,10 +204,15 @@ def write_capture(result: SfmResult, sim: Similarity, out: Path, meta: dict) -> 
         write_json(tmp / "transforms.json", doc)
         _write_ply(tmp / "sparse_pc.ply", xyz, result.rgb)
         np.savez_compressed(
-            tmp / "sparse_points.npz", xyz=xyz.astype(np.float32), rgb=result.rgb, error=result.error,
-            obs_point=result.obs_point, obs_frame=result.obs_frame, obs_uv=result.obs_uv,
+            tmp / "sparse_points.npz",
+            xyz=xyz.astype(np.float32),
+            rgb=result.rgb,
+            error=result.error,
+            obs_point=result.obs_point,
+            obs_frame=result.obs_frame,
+            obs_uv=result.obs_uv,
             frame_names=np.array(result.names),
-        )  # fmt: skip
+        )
         write_json(tmp / "capture.json", meta)
         if result.colmap_model is not None:
             shutil.copytree(result.colmap_model, tmp / "colmap")

@@ -143,9 +143,14 @@ def run_sfm(
     extraction.sift.peak_threshold = options.peak_threshold
     advance = stage("extracting SIFT features", None)
     pycolmap.extract_features(
-        db, image_dir, image_names=files, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-        extraction_options=extraction, device=pycolmap.Device.cpu,
-    )  # fmt: skip
+        db,
+        image_dir,
+        image_names=files,
+        camera_mode=pycolmap.CameraMode.SINGLE,
+        reader_options=reader,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+    )
     advance(1)
 
     matching = pycolmap.FeatureMatchingOptions()
@@ -212,8 +217,7 @@ def run_sfm(
 
 def _initial_params(model: str, f: float, width: int, height: int) -> str:
     cx, cy = width / 2.0, height / 2.0  # COLMAP pixel centres are at +0.5: the image centre is W/2
-    extra = {"SIMPLE_PINHOLE": [], "PINHOLE": None, "SIMPLE_RADIAL": [0.0], "RADIAL": [0.0, 0.0],
-             "OPENCV": None}[model]  # fmt: skip
+    extra = {"SIMPLE_PINHOLE": [], "PINHOLE": None, "SIMPLE_RADIAL": [0.0], "RADIAL": [0.0, 0.0], "OPENCV": None}[model]
     if model == "PINHOLE":
         vals = [f, f, cx, cy]
     elif model == "OPENCV":
@@ -261,6 +265,16 @@ def _result(rec, names: list[str], files: list[str], image_root: Path, stats: di
             ouv.append(rec.images[el.image_id].points2D[el.point2D_idx].xy)
     uv = from_half_pixel_uv(np.array(ouv, np.float64).reshape(-1, 2))
     return SfmResult(
-        out_names, c2ws, intrs, imgs, xyz, rgb, err, np.array(op, np.int32), np.array(of, np.int32),
-        uv.astype(np.float32), stats, model_dir,
-    )  # fmt: skip
+        out_names,
+        c2ws,
+        intrs,
+        imgs,
+        xyz,
+        rgb,
+        err,
+        np.array(op, np.int32),
+        np.array(of, np.int32),
+        uv.astype(np.float32),
+        stats,
+        model_dir,
+    )

@@ -51,15 +51,20 @@ class EvalCommand:
         with RichProgress() as show:
             result = evaluate(ls, scene, k=self.k, on_progress=show)
         console = Console()
-        table = Table(title=f"labelfield eval: {ls.method or '?'} ({result.n_unlabelled} of {result.n_frames} "
-                      "frames unlabelled)")  # fmt: skip
+        table = Table(
+            title=f"labelfield eval: {ls.method or '?'} ({result.n_unlabelled} of {result.n_frames} frames unlabelled)"
+        )
         table.add_column("metric")
         table.add_column("unlabelled", justify="right")
         table.add_column("all", justify="right")
         fmt = lambda x: "–" if x is None else f"{x:.4f}"
         s = result.summary
-        for label, key in (("mIoU", "miou"), ("accuracy", "accuracy"), ("class-avg accuracy", "class_avg_accuracy"),
-                           ("3D consistency", "consistency")):  # fmt: skip
+        for label, key in (
+            ("mIoU", "miou"),
+            ("accuracy", "accuracy"),
+            ("class-avg accuracy", "class_avg_accuracy"),
+            ("3D consistency", "consistency"),
+        ):
             table.add_row(label, fmt(s["unlabelled"][key]), fmt(s["all"][key]))
         table.add_row("PSNR (dB)", "", "–" if s["psnr"] is None else f"{s['psnr']:.2f}")
         console.print(table)
@@ -67,7 +72,10 @@ class EvalCommand:
             write_json(self.json, s)
             console.print(f"metrics: {self.json}")
         if not self.no_report:
-            path = write_report(result, self.report or Path(self.labels) / "report.html",
-                                title=f"labelfield eval: {Path(self.labels).name}")  # fmt: skip
+            path = write_report(
+                result,
+                self.report or Path(self.labels) / "report.html",
+                title=f"labelfield eval: {Path(self.labels).name}",
+            )
             console.print(f"report: {path}")
         return 0

@@ -65,8 +65,15 @@ def _confusion(result: EvalResult):
         for r in range(m.shape[0]):
             for c in range(m.shape[1]):
                 if m[r, c] >= 0.005:
-                    ax.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if m[r, c] > 0.5 else "white")  # fmt: skip
+                    ax.text(
+                        c,
+                        r,
+                        f"{m[r, c]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if m[r, c] > 0.5 else "white",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     return fig
 
@@ -99,17 +106,21 @@ def write_report(result: EvalResult, path: str | Path, title: str = "labelfield 
     matplotlib.use("Agg")
     s = result.summary
     rows = [
-        ("mIoU", "miou"), ("pixel accuracy", "accuracy"), ("class-average accuracy", "class_avg_accuracy"),
+        ("mIoU", "miou"),
+        ("pixel accuracy", "accuracy"),
+        ("class-average accuracy", "class_avg_accuracy"),
         ("3D consistency", "consistency"),
-    ]  # fmt: skip
+    ]
     table = "".join(
         f"<tr><td>{label}</td><td>{_fmt(s['unlabelled'][key])}</td><td>{_fmt(s['all'][key])}</td></tr>"
         for label, key in rows
     )
     psnr_txt = "–" if s["psnr"] is None else f"{s['psnr']:.2f}"
     table += f"<tr><td>PSNR (dB)</td><td colspan=2>{psnr_txt}</td></tr>"
-    figs = [("Per-class IoU", _png(_iou_bars(result))), ("Confusion matrix (all frames, rows normalised)",
-            _png(_confusion(result)))]  # fmt: skip
+    figs = [
+        ("Per-class IoU", _png(_iou_bars(result))),
+        ("Confusion matrix (all frames, rows normalised)", _png(_confusion(result))),
+    ]
     if result.samples:
         figs.append(("Sample frames: GT | prediction | error", _png(_strip(result))))
     body = "".join(f"<h2>{t}</h2><img src='data:image/png;base64,{b}'>" for t, b in figs)

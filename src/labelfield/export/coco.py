@@ -108,10 +108,17 @@ def export_coco(labelset: LabelSet, out: str | Path, file_names: dict[str, str] 
         fname = file_names[name] if file_names and name in file_names else f"{name}.png"
         images.append({"id": image_id, "file_name": fname, "width": W, "height": H, "frame": name})
         for cid, m in labelset.class_masks(name):
-            anns.append({
-                "id": len(anns) + 1, "image_id": image_id, "category_id": cid, "segmentation": encode_mask(m),
-                "area": int(m.sum()), "bbox": _bbox(m), "iscrowd": 0,
-            })  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cid,
+                    "segmentation": encode_mask(m),
+                    "area": int(m.sum()),
+                    "bbox": _bbox(m),
+                    "iscrowd": 0,
+                }
+            )
     doc = {
         "info": {"description": f"labelfield semantic labels ({labelset.method or 'labelfield'})", "version": "1"},
         "licenses": [],

@@ -76,8 +76,10 @@ class ExportCommand:
             fmt = ls.format if ls.format not in ("", "memory") else None
             return load_scene(ls.scene_path, format=fmt, downscale=int(ls.downscale))
         if required:
-            print(f"export: source scene {ls.scene_path or '(in memory)'} not found: using the rendered images "
-                  "in LABELS/rgb (pass --scene to use the originals)")  # fmt: skip
+            print(
+                f"export: source scene {ls.scene_path or '(in memory)'} not found: using the rendered images "
+                "in LABELS/rgb (pass --scene to use the originals)"
+            )
         return None
 
     def run(self) -> int:

@@ -39,8 +39,9 @@ def _with_labels(frame: Frame, labelset: LabelSet, name: str) -> Frame:
 def _from_renders(labelset: LabelSet, name: str) -> Frame:
     """A frame built from the LABELS folder alone: rendered rgb/depth, pose and intrinsics from frames.json."""
     if not (labelset.root / "rgb" / f"{name}.png").is_file():
-        raise LabelfieldError(f"no rendered image rgb/{name}.png and no scene to take images from (pass --scene)",
-                              labelset.root)  # fmt: skip
+        raise LabelfieldError(
+            f"no rendered image rgb/{name}.png and no scene to take images from (pass --scene)", labelset.root
+        )
     rec = labelset.record(name)
 
     def loader(f: Frame, kind: str) -> np.ndarray | None:
@@ -64,8 +65,9 @@ def labelled_scene(labelset: LabelSet, scene: Scene | None) -> Scene:
     by_name = {f.name: f for f in scene.frames}
     missing = [n for n in labelset.names if n not in by_name]
     if missing:
-        raise LabelfieldError(f"frame {missing[0]!r} of the labels is not in the scene ({len(missing)} missing)",
-                              scene.root)  # fmt: skip
+        raise LabelfieldError(
+            f"frame {missing[0]!r} of the labels is not in the scene ({len(missing)} missing)", scene.root
+        )
     frames = []
     for n in labelset.names:
         f = by_name[n]

@@ -128,8 +128,10 @@ def labeling_config(classes: ClassTable) -> str:
         for i, n, c in zip(classes.ids, classes.names, classes.colors)
         if i != classes.void_id
     )
-    return (f'<View>\n  <Image name="image" value="$image"/>\n  <BrushLabels name="tag" toName="image">\n'
-            f"{labels}  </BrushLabels>\n</View>\n")  # fmt: skip
+    return (
+        f'<View>\n  <Image name="image" value="$image"/>\n  <BrushLabels name="tag" toName="image">\n'
+        f"{labels}  </BrushLabels>\n</View>\n"
+    )
 
 
 def export_labelstudio(
@@ -150,16 +152,18 @@ def export_labelstudio(
         results = []
         for cid, mask in labelset.class_masks(name):
             H, W = mask.shape
-            results.append({
-                "id": f"{name}_{cid}",
-                "type": "brushlabels",
-                "from_name": "tag",
-                "to_name": "image",
-                "original_width": W,
-                "original_height": H,
-                "image_rotation": 0,
-                "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [classes.name_of(cid)]},
-            })  # fmt: skip
+            results.append(
+                {
+                    "id": f"{name}_{cid}",
+                    "type": "brushlabels",
+                    "from_name": "tag",
+                    "to_name": "image",
+                    "original_width": W,
+                    "original_height": H,
+                    "image_rotation": 0,
+                    "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [classes.name_of(cid)]},
+                }
+            )
         pred: dict = {"model_version": labelset.method or "labelfield", "result": results}
         conf = labelset.load_confidence(name)
         if conf is not None:

@@ -134,8 +134,10 @@ def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, label: np.ndar
 
     if int(np.max(label, initial=0)) > 65535:
         raise LabelfieldError("class ids above 65535 do not fit the PLY's uint16 label", path)
-    v = np.empty(len(xyz), [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
-                            ("blue", "u1"), ("label", "u2")])  # fmt: skip
+    v = np.empty(
+        len(xyz),
+        [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "u2")],
+    )
     v["x"], v["y"], v["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     v["red"], v["green"], v["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     v["label"] = label

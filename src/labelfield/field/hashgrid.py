@@ -92,9 +92,15 @@ class _KernelEncode(torch.autograd.Function):
         out = torch.empty((n, n_levels * n_feat), dtype=torch.float32)
         tab = table.detach().contiguous()  # a named local: it must outlive the call
         rc = lib.lf_hashgrid_forward(
-            x.data_ptr(), n, tab.data_ptr(), *meta.args(),
-            out.data_ptr(), n_levels * n_feat, n_feat, torch.get_num_threads(),
-        )  # fmt: skip
+            x.data_ptr(),
+            n,
+            tab.data_ptr(),
+            *meta.args(),
+            out.data_ptr(),
+            n_levels * n_feat,
+            n_feat,
+            torch.get_num_threads(),
+        )
         if rc != 0:
             raise RuntimeError(f"hash grid kernel forward failed (code {rc})")
         ctx.save_for_backward(x)
@@ -110,9 +116,15 @@ class _KernelEncode(torch.autograd.Function):
         g = grad_out.to(torch.float32).contiguous()  # (N, L * F)
         grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)  # the kernel writes every row
         rc = _kernel_lib().lf_hashgrid_backward(
-            x.data_ptr(), n, g.data_ptr(), *meta.args(),
-            grad_table.data_ptr(), n_levels * n_feat, n_feat, torch.get_num_threads(),
-        )  # fmt: skip
+            x.data_ptr(),
+            n,
+            g.data_ptr(),
+            *meta.args(),
+            grad_table.data_ptr(),
+            n_levels * n_feat,
+            n_feat,
+            torch.get_num_threads(),
+        )
         if rc != 0:
             raise RuntimeError(f"hash grid kernel backward failed (code {rc})")
         return None, grad_table, None

@@ -76,9 +76,7 @@ def load_scene(path: str | Path, format: str | None = None, downscale: int = 1) 
     return scene
 
 
-def write_scene(
-    scene: Scene, out: str | Path, format: str = "replica", on_progress: ProgressFn | None = None
-) -> Path:
+def write_scene(scene: Scene, out: str | Path, format: str = "replica", on_progress: ProgressFn | None = None) -> Path:
     """Write `scene` to the folder `out` in `format` ("replica" or "transforms"), atomically; returns `out`.
 
     Works for frames held in memory (`Frame.arrays`) and for frames on disk. An existing `out` is replaced only

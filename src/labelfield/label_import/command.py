@@ -31,8 +31,9 @@ def match_frames(source_names: list[str], scene_names: list[str], src: Path) -> 
         hit = next((index[c] for c in cands if c in index), None)
         if hit is None:
             example = ", ".join(scene_names[:3])
-            raise LabelfieldError(f"label frame {name!r} matches no frame of the scene (frames are named {example}, …)",
-                                  src)  # fmt: skip
+            raise LabelfieldError(
+                f"label frame {name!r} matches no frame of the scene (frames are named {example}, …)", src
+            )
         out[name] = hit
     return out
 
@@ -50,8 +51,11 @@ def import_labels(src: Path, scene_dir: Path, format: Optional[str] = None, over
     from labelfield.label_import.readers import read_source
 
     if detect_format(scene_dir) != "transforms":
-        raise LabelfieldError("labels import writes transforms.json scenes; convert this one first "
-                              "(labelfield convert SCENE OUT --format transforms)", scene_dir)  # fmt: skip
+        raise LabelfieldError(
+            "labels import writes transforms.json scenes; convert this one first "
+            "(labelfield convert SCENE OUT --format transforms)",
+            scene_dir,
+        )
     scene = load_scene(scene_dir)
     source = read_source(Path(src), format, dict(zip(scene.classes.ids, scene.classes.names)))
     if not source.frames:
@@ -72,8 +76,9 @@ def import_labels(src: Path, scene_dir: Path, format: Optional[str] = None, over
                 f"labels of frame {name!r} are {lab.shape[1]}x{lab.shape[0]}, its image {W}x{H}", Path(src)
             )
         if frame.has_labels() and not overwrite:
-            raise LabelfieldError(f"frame {frame.name!r} already has labels (pass --overwrite to replace them)",
-                                  frame.label_path)  # fmt: skip
+            raise LabelfieldError(
+                f"frame {frame.name!r} already has labels (pass --overwrite to replace them)", frame.label_path
+            )
         pending.append((k, merged.lut[lab].astype(dtype)))
     stems = _file_stems(scene.names)
     for k, ids in pending:  # label files first, transforms.json last: an interruption leaves the scene as it was
@@ -130,8 +135,10 @@ class ImportCommand:
         for line in summary["conflicts"]:
             con.print(f"[yellow]colour conflict[/]: {line}")
         idx = sorted(summary["frames"].values())
-        con.print(f"imported {len(idx)} labelled frame(s) from {summary['format']}; fit with "
-                  f"--labelled {','.join(map(str, idx))}")  # fmt: skip
+        con.print(
+            f"imported {len(idx)} labelled frame(s) from {summary['format']}; fit with "
+            f"--labelled {','.join(map(str, idx))}"
+        )
         return 0
 
 

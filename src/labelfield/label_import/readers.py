@@ -128,8 +128,12 @@ def detect_source(path: Path) -> str:
 def read_source(path: Path, format: str | None = None, known: dict[int, str] | None = None) -> SourceLabels:
     """Read any supported export. `known`: the scene's id -> name, used to name bare ids of plain PNGs."""
     fmt = format or detect_source(path)
-    readers = {"cvat-mask": read_cvat_mask, "cvat-xml": read_cvat_xml, "labelstudio": read_labelstudio_export,
-               "coco": read_coco_file}  # fmt: skip
+    readers = {
+        "cvat-mask": read_cvat_mask,
+        "cvat-xml": read_cvat_xml,
+        "labelstudio": read_labelstudio_export,
+        "coco": read_coco_file,
+    }
     if fmt == "png":
         return read_png_folder(path, known or {})
     if fmt not in readers:

@@ -88,10 +88,23 @@ def march_grid(
         counts = torch.empty(n_rays, dtype=torch.int64)
         lib, nt = _lib(), torch.get_num_threads()
         args = (
-            n_rays, o.data_ptr(), d.data_ptr(), t0.data_ptr(), t_lo.data_ptr(), t_hi.data_ptr(), n_steps.data_ptr(),
-            float(step_size), box.data_ptr(), grid.resolution, binary.data_ptr(), density.data_ptr(), cap,
-            threshold, int(stop), k_max,
-        )  # fmt: skip
+            n_rays,
+            o.data_ptr(),
+            d.data_ptr(),
+            t0.data_ptr(),
+            t_lo.data_ptr(),
+            t_hi.data_ptr(),
+            n_steps.data_ptr(),
+            float(step_size),
+            box.data_ptr(),
+            grid.resolution,
+            binary.data_ptr(),
+            density.data_ptr(),
+            cap,
+            threshold,
+            int(stop),
+            k_max,
+        )
         if lib.lf_march(*args, counts.data_ptr(), None, None, None, None, nt) != 0:
             raise RuntimeError("march kernel failed (count pass)")
         offsets = torch.cumsum(counts, 0) - counts

@@ -122,8 +122,9 @@ class RunFolder:
         """A new run needs an absent or empty folder: never mix two runs' checkpoints."""
         p = self.path
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise LabelfieldError("run folder exists and is not empty; use --resume to continue it, or another --out",
-                                  p)
+            raise LabelfieldError(
+                "run folder exists and is not empty; use --resume to continue it, or another --out", p
+            )
 
     def check_existing(self, what: str = "not a run folder") -> None:
         """LabelfieldError unless this is a run folder."""

@@ -31,8 +31,14 @@ from labelfield.serve.strokes import parse_stroke
 MAX_BODY = 4 * 2**20
 STATIC_DIR = Path(__file__).parent / "static"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css",
-          ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon"}  # fmt: skip
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
 COOKIE = "labelfield_token"
 
 
@@ -186,10 +192,19 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
     # -- state -----------------------------------------------------------------------------------
     def state(request: Request) -> JSONResponse:
         counts = engine.store.counts()
-        frames = [{"index": i, "name": f.name, "width": f.size[0], "height": f.size[1], "strokes": counts.get(i, 0)}
-                  for i, f in enumerate(scene.frames)]  # fmt: skip
-        return JSONResponse({"scene": str(engine.scene_path), "run": str(engine.run_dir), "frames": frames,
-                             "classes": engine.classes.to_json(), **status_dict()})  # fmt: skip
+        frames = [
+            {"index": i, "name": f.name, "width": f.size[0], "height": f.size[1], "strokes": counts.get(i, 0)}
+            for i, f in enumerate(scene.frames)
+        ]
+        return JSONResponse(
+            {
+                "scene": str(engine.scene_path),
+                "run": str(engine.run_dir),
+                "frames": frames,
+                "classes": engine.classes.to_json(),
+                **status_dict(),
+            }
+        )
 
     def status_dict() -> dict[str, Any]:
         return {
@@ -248,8 +263,14 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
             return Response(status_code=204)
         view = request.query_params.get("view", "labels")
         rgba = rgba_confidence(p.confidence) if view == "confidence" else rgba_labels(p.labels, engine.classes)
-        return png(png_bytes(rgba), **{"x-step": str(p.step), "x-rendered": f"{p.time:.3f}",
-                                       "x-confidence": f"{float(p.confidence.mean()):.4f}"})  # fmt: skip
+        return png(
+            png_bytes(rgba),
+            **{
+                "x-step": str(p.step),
+                "x-rendered": f"{p.time:.3f}",
+                "x-confidence": f"{float(p.confidence.mean()):.4f}",
+            },
+        )
 
     def thumb_pred(request: Request) -> Response:
         i = frame_of(request)

@@ -55,8 +55,9 @@ class ServeCommand:
             import starlette  # noqa: F401
             import uvicorn
         except ModuleNotFoundError as e:
-            raise LabelfieldError(f"labelfield serve needs the 'serve' extra ({e.name} is missing): "
-                                  "pip install 'labelfield[serve]'") from None  # fmt: skip
+            raise LabelfieldError(
+                f"labelfield serve needs the 'serve' extra ({e.name} is missing): pip install 'labelfield[serve]'"
+            ) from None
         from labelfield.formats import load_scene
         from labelfield.serve.app import is_loopback, make_app
         from labelfield.serve.engine import Engine
@@ -67,9 +68,17 @@ class ServeCommand:
         scene.validate()
         run_dir = self.run_dir if self.run_dir is not None else Path("runs") / f"{self.scene.resolve().name}-serve"
         engine = Engine(
-            scene, self.scene, run_dir, device=self.device, threads=self.threads, preview_size=self.preview_size,
-            refresh_s=self.refresh, checkpoint_s=self.checkpoint_every, batch_rays=self.batch_rays, train=self.train,
-        )  # fmt: skip
+            scene,
+            self.scene,
+            run_dir,
+            device=self.device,
+            threads=self.threads,
+            preview_size=self.preview_size,
+            refresh_s=self.refresh,
+            checkpoint_s=self.checkpoint_every,
+            batch_rays=self.batch_rays,
+            train=self.train,
+        )
         loopback = is_loopback(self.host)
         token = None if loopback else secrets.token_urlsafe(24)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -89,8 +98,9 @@ class ServeCommand:
         n_strokes = sum(engine.store.counts().values())
         print(f"serve: run {run_dir} (step {engine.step}, {n_strokes} strokes); Ctrl-C to stop", file=sys.stderr)
         print(f"serve: open {url}", flush=True)
-        config = uvicorn.Config(make_app(engine, token, loopback), log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=2)  # fmt: skip
+        config = uvicorn.Config(
+            make_app(engine, token, loopback), log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
         server = uvicorn.Server(config)
         try:
             server.run(sockets=[sock])

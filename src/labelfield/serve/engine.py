@@ -104,8 +104,12 @@ def check_run(run_dir: Path, scene: Scene) -> None:
                 f"{info.get('scene')}); use another --run",
                 run_dir,
             )
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / SERVE_FILE).is_file() \
-            and not (run_dir / CONFIG_FILE).is_file():  # fmt: skip
+    elif (
+        run_dir.is_dir()
+        and any(run_dir.iterdir())
+        and not (run_dir / SERVE_FILE).is_file()
+        and not (run_dir / CONFIG_FILE).is_file()
+    ):
         raise LabelfieldError("run folder exists, is not empty and is not a labelfield run; use another --run", run_dir)
 
 
@@ -189,9 +193,7 @@ class Engine:
         """Create the run folder, load the frames, build (or resume) the model and start the worker."""
         cfg = self.config
         seed_everything(cfg.seed)
-        self.dataset = OnlineRayDataset(
-            self.scene, cfg.depth_loss, cfg.labelled_ray_fraction, on_frame=on_frame
-        )
+        self.dataset = OnlineRayDataset(self.scene, cfg.depth_loss, cfg.labelled_ray_fraction, on_frame=on_frame)
         if self.ckpt_state is not None:
             self.model_args = dict(self.ckpt_state["model_args"])
         else:
@@ -334,8 +336,15 @@ class Engine:
         self.model.before_step(self.step)
         batch = self.dataset.sample(cfg.batch_rays, self.sampler).to(self.device)
         pred = self.model.render_rays(batch.rays_o, batch.rays_d)
-        losses = compute_losses(pred, batch.rgb, batch.labels, cfg.semantic_weight, batch.depth, batch.z_scale,
-                                cfg.depth_weight if cfg.depth_loss else 0.0)  # fmt: skip
+        losses = compute_losses(
+            pred,
+            batch.rgb,
+            batch.labels,
+            cfg.semantic_weight,
+            batch.depth,
+            batch.z_scale,
+            cfg.depth_weight if cfg.depth_loss else 0.0,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         self.optimizer.step()

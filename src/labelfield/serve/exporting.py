@@ -76,10 +76,18 @@ def export_all(engine: Engine, formats: list[str], progress=None) -> list[str]:
 
     with atomic_dir(out) as tmp:
         annotate_frames(
-            render_fn, scene, engine.classes, tmp, range(len(scene)), set(given), given, keep_given=True,
-            scene_path=engine.scene_path.resolve(), downscale=engine.config.downscale,
+            render_fn,
+            scene,
+            engine.classes,
+            tmp,
+            range(len(scene)),
+            set(given),
+            given,
+            keep_given=True,
+            scene_path=engine.scene_path.resolve(),
+            downscale=engine.config.downscale,
             method="labelfield-serve",
-        )  # fmt: skip
+        )
     outputs = [str(out)]
     for fmt in formats:
         if fmt == "labels":
@@ -103,4 +111,3 @@ def check_formats(formats: Any) -> list[str]:
     if bad:
         raise ValueError(f"unknown export format {bad[0]!r} (labels, {', '.join(FORMATS)})")
     return formats
-

@@ -268,4 +268,3 @@ class StrokeStore:
     def class_ids_used(self) -> set[int]:
         with self.lock:
             return {s.class_id for s in self.strokes.values()}
-

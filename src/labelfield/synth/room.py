@@ -24,23 +24,67 @@ from labelfield.errors import LabelfieldError
 from labelfield.scene import ClassTable
 
 CLASS_NAMES = [
-    "void", "floor", "wall", "ceiling", "table", "chair", "sofa", "bed", "cabinet", "lamp", "plant", "picture",
-]  # fmt: skip
+    "void",
+    "floor",
+    "wall",
+    "ceiling",
+    "table",
+    "chair",
+    "sofa",
+    "bed",
+    "cabinet",
+    "lamp",
+    "plant",
+    "picture",
+]
 CLASS_COLORS = [
-    (0, 0, 0), (152, 223, 138), (174, 199, 232), (120, 120, 120), (255, 127, 14), (214, 39, 40), (31, 119, 180),
-    (148, 103, 189), (140, 86, 75), (255, 221, 0), (44, 160, 44), (227, 119, 194),
-]  # fmt: skip
+    (0, 0, 0),
+    (152, 223, 138),
+    (174, 199, 232),
+    (120, 120, 120),
+    (255, 127, 14),
+    (214, 39, 40),
+    (31, 119, 180),
+    (148, 103, 189),
+    (140, 86, 75),
+    (255, 221, 0),
+    (44, 160, 44),
+    (227, 119, 194),
+]
 # The rich room (`make_room(..., objects="rich")`) adds small and thin things; ids continue after the basic ones,
 # so a class keeps its id in both tables.
 RICH_CLASS_NAMES = CLASS_NAMES + [
-    "shelf", "book", "mug", "bottle", "ball", "toy", "vase", "bowl", "pillow", "rug", "door", "window", "clock",
+    "shelf",
+    "book",
+    "mug",
+    "bottle",
+    "ball",
+    "toy",
+    "vase",
+    "bowl",
+    "pillow",
+    "rug",
+    "door",
+    "window",
+    "clock",
     "stool",
-]  # fmt: skip
+]
 RICH_CLASS_COLORS = CLASS_COLORS + [
-    (196, 156, 148), (23, 190, 207), (255, 152, 150), (158, 218, 229), (219, 219, 141), (188, 189, 34),
-    (247, 182, 210), (197, 176, 213), (255, 187, 120), (82, 84, 163), (107, 110, 207), (199, 199, 199),
-    (57, 59, 121), (140, 162, 82),
-]  # fmt: skip
+    (196, 156, 148),
+    (23, 190, 207),
+    (255, 152, 150),
+    (158, 218, 229),
+    (219, 219, 141),
+    (188, 189, 34),
+    (247, 182, 210),
+    (197, 176, 213),
+    (255, 187, 120),
+    (82, 84, 163),
+    (107, 110, 207),
+    (199, 199, 199),
+    (57, 59, 121),
+    (140, 162, 82),
+]
 CLASS_ID = {name: i for i, name in enumerate(RICH_CLASS_NAMES)}
 SMALL_CLASSES = ("lamp", "book", "mug", "bottle", "ball", "toy", "vase", "bowl", "clock", "stool")
 """Small or thin classes (at most a few hundred pixels per frame at 320x240, or thin parts like lamp poles and
@@ -292,13 +336,14 @@ def build_plant(rng, place: Place, length: float, inst: list[int]) -> list[Part]
     return parts
 
 
-
 def build_shelf(rng, place: Place, length: float, inst: list[int]) -> list[Part]:
     """An open bookcase (0.9 wide, 0.35 deep, 1.6 tall): sides, back and five boards. Items: `shelf_items`."""
     sid = inst.pop(0)
     wood = wood_planks(rng, rng.uniform(0.5, 0.9) * np.array([0.8, 0.6, 0.4]), 64, planks=2)
-    parts = [Part("box", _part_box(place, s * 0.44, 0.175, 0.8, 0.01, 0.175, 0.8), wood, CLASS_ID["shelf"], sid)
-             for s in (-1, 1)]  # fmt: skip
+    parts = [
+        Part("box", _part_box(place, s * 0.44, 0.175, 0.8, 0.01, 0.175, 0.8), wood, CLASS_ID["shelf"], sid)
+        for s in (-1, 1)
+    ]
     parts.append(Part("box", _part_box(place, 0, 0.01, 0.8, 0.43, 0.01, 0.8), wood, CLASS_ID["shelf"], sid))
     for z in SHELF_BOARDS:
         parts.append(Part("box", _part_box(place, 0, 0.18, z, 0.43, 0.165, 0.01), wood, CLASS_ID["shelf"], sid))
@@ -354,14 +399,18 @@ def small_toy(rng, place: Place, a: float, b: float, z0: float, iid: int, s: flo
     """A teddy: body, head and two ears (spheres), scaled by `s`."""
     tex = fabric(rng, np.array([0.45, 0.28, 0.12]) * rng.uniform(0.7, 1.2), 64)
     spheres = [(0, 0, 0.1, 0.1), (0, 0, 0.25, 0.07), (-0.05, 0, 0.31, 0.03), (0.05, 0, 0.31, 0.03)]
-    return [Part("sphere", _sphere(place, a + s * da, b + s * db, z0 + s * dz, s * r), tex, CLASS_ID["toy"], iid)
-            for da, db, dz, r in spheres]  # fmt: skip
+    return [
+        Part("sphere", _sphere(place, a + s * da, b + s * db, z0 + s * dz, s * r), tex, CLASS_ID["toy"], iid)
+        for da, db, dz, r in spheres
+    ]
 
 
 def small_vase(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
     tex = plaster(rng, _colour(rng), 32, 0.3)
-    return [Part("sphere", _sphere(place, a, b, z0 + 0.09, 0.09), tex, CLASS_ID["vase"], iid),
-            Part("box", _part_box(place, a, b, z0 + 0.22, 0.03, 0.03, 0.06), tex, CLASS_ID["vase"], iid)]  # fmt: skip
+    return [
+        Part("sphere", _sphere(place, a, b, z0 + 0.09, 0.09), tex, CLASS_ID["vase"], iid),
+        Part("box", _part_box(place, a, b, z0 + 0.22, 0.03, 0.03, 0.06), tex, CLASS_ID["vase"], iid),
+    ]
 
 
 def small_book_lying(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
@@ -373,9 +422,11 @@ def small_desk_lamp(rng, place: Place, a: float, b: float, z0: float, iid: int) 
     """A desk lamp with a 1.6 cm pole (thin)."""
     metal = plaster(rng, np.array([0.1, 0.1, 0.11]), 16, 0.1)
     shade = fabric(rng, np.array([0.8, 0.7, 0.4]), 32)
-    return [Part("box", _part_box(place, a, b, z0 + 0.01, 0.06, 0.06, 0.01), metal, CLASS_ID["lamp"], iid),
-            Part("box", _part_box(place, a, b, z0 + 0.2, 0.008, 0.008, 0.18), metal, CLASS_ID["lamp"], iid),
-            Part("box", _part_box(place, a, b, z0 + 0.42, 0.07, 0.07, 0.05), shade, CLASS_ID["lamp"], iid)]  # fmt: skip
+    return [
+        Part("box", _part_box(place, a, b, z0 + 0.01, 0.06, 0.06, 0.01), metal, CLASS_ID["lamp"], iid),
+        Part("box", _part_box(place, a, b, z0 + 0.2, 0.008, 0.008, 0.18), metal, CLASS_ID["lamp"], iid),
+        Part("box", _part_box(place, a, b, z0 + 0.42, 0.07, 0.07, 0.05), shade, CLASS_ID["lamp"], iid),
+    ]
 
 
 def small_stool(rng, place: Place, a: float, b: float, z0: float, iid: int) -> list[Part]:
@@ -397,8 +448,9 @@ def books_row(rng, place: Place, a0: float, a1: float, b: float, z0: float, new_
         if a + 2 * t > a1:
             return parts
         tex = plaster(rng, _colour(rng), 16, 0.1)
-        parts.append(Part("box", _part_box(place, a + t, b, z0 + h, t, d, h), tex, CLASS_ID["book"],
-                          new_instance("book")))  # fmt: skip
+        parts.append(
+            Part("box", _part_box(place, a + t, b, z0 + h, t, d, h), tex, CLASS_ID["book"], new_instance("book"))
+        )
         a += 2 * t + 0.002
 
 
@@ -475,12 +527,21 @@ def make_room(seed: int = 0, objects: str = "basic", walls: str = "plaster") -> 
     ex, ey, ez = np.eye(3)
     floor_tex = wood_planks(rng, rng.uniform(0.8, 1.0) * np.array([0.55, 0.38, 0.22]), 256, planks=4)
     fid = new_instance("floor")
-    parts.append(Part("rect", rect_transform([0, 0, 0], ex, ey, L / 2, D / 2), floor_tex, CLASS_ID["floor"], fid,
-                      (L / 1.2, D / 1.2)))  # fmt: skip
+    parts.append(
+        Part(
+            "rect",
+            rect_transform([0, 0, 0], ex, ey, L / 2, D / 2),
+            floor_tex,
+            CLASS_ID["floor"],
+            fid,
+            (L / 1.2, D / 1.2),
+        )
+    )
     ceil_tex = plaster(rng, np.array([0.9, 0.9, 0.88]), 128, 0.08)
     cid = new_instance("ceiling")
-    parts.append(Part("rect", rect_transform([0, 0, H], ey, ex, D / 2, L / 2), ceil_tex, CLASS_ID["ceiling"], cid,
-                      (2.0, 2.0)))  # fmt: skip
+    parts.append(
+        Part("rect", rect_transform([0, 0, H], ey, ex, D / 2, L / 2), ceil_tex, CLASS_ID["ceiling"], cid, (2.0, 2.0))
+    )
     wall_col = [np.array([0.75, 0.72, 0.62]), np.array([0.62, 0.7, 0.72]), np.array([0.78, 0.66, 0.6])]
     wall_col = wall_col[rng.integers(len(wall_col))]
     wall_list = [  # (centre, along-wall axis u, inward normal n, half length)
@@ -549,8 +610,9 @@ def make_room(seed: int = 0, objects: str = "basic", walls: str = "plaster") -> 
 WALL_STYLES = ("plain", "plaster", "wallpaper", "random")
 
 
-def rich_extras(rng, placed: list[tuple[str, Place]], wall_list: list, size: tuple[float, float, float],
-                new_instance) -> list[Part]:  # fmt: skip
+def rich_extras(
+    rng, placed: list[tuple[str, Place]], wall_list: list, size: tuple[float, float, float], new_instance
+) -> list[Part]:
     """The rich room's small things: on the table, sofa, bed, cabinets and bookcase, in the corners, on the walls.
 
     `placed`: (kind, slot frame) of each furniture slot; `wall_list`: (centre, along axis, inward normal, half
@@ -562,8 +624,14 @@ def rich_extras(rng, placed: list[tuple[str, Place]], wall_list: list, size: tup
         if kind == "table":  # table top 1.2 x 0.8 at z = 0.74: six things on eight spots
             spots = [(a, b) for a in (-0.45, -0.15, 0.15, 0.45) for b in (0.22, 0.55)]
             order = rng.permutation(len(spots))
-            things = [("lamp", small_desk_lamp), ("mug", small_mug), ("bowl", small_bowl), ("bottle", small_bottle),
-                      ("book", small_book_lying), ("mug", small_mug)]  # fmt: skip
+            things = [
+                ("lamp", small_desk_lamp),
+                ("mug", small_mug),
+                ("bowl", small_bowl),
+                ("bottle", small_bottle),
+                ("book", small_book_lying),
+                ("mug", small_mug),
+            ]
             for (name, build), k in zip(things, order):
                 a, b = spots[k]
                 parts += build(rng, place, a + rng.uniform(-0.03, 0.03), b, 0.74, new_instance(name))
@@ -598,9 +666,13 @@ def rich_extras(rng, placed: list[tuple[str, Place]], wall_list: list, size: tup
         place = (origin, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.pi / 2)
         parts += build(rng, place, 0.0, 0.0, 0.0, new_instance(name))
     # Rug on the floor in the middle (4 mm thick, under the cameras).
-    m = box_transform([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), 0.004],
-                      (rng.uniform(0.9, 1.2), rng.uniform(0.6, 0.8), 0.004), rng.uniform(-0.3, 0.3))  # fmt: skip
+    m = box_transform(
+        [rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), 0.004],
+        (rng.uniform(0.9, 1.2), rng.uniform(0.6, 0.8), 0.004),
+        rng.uniform(-0.3, 0.3),
+    )
     parts.append(Part("box", m, stripes(rng, _colour(rng), _colour(rng), 128, 5), CLASS_ID["rug"], new_instance("rug")))
+
     # A door in the middle of one short wall, a window in the other, a clock high on a long wall.
     def wall_box(c, u, n, along: float, z: float, hw: float, hh: float) -> np.ndarray:  # 2 cm proud of the wall
         centre = c + n * 0.021 + u * along + np.array([0, 0, z - c[2]])
@@ -611,10 +683,14 @@ def rich_extras(rng, placed: list[tuple[str, Place]], wall_list: list, size: tup
     door = wood_planks(rng, np.array([0.5, 0.35, 0.2]) * rng.uniform(0.6, 1.3), 64, planks=3)
     parts.append(Part("box", wall_box(c, u, n, 0.0, 1.0, 0.45, 1.0), door, CLASS_ID["door"], new_instance("door")))
     c, u, n, _ = wall_list[short[1]]
-    parts.append(Part("box", wall_box(c, u, n, 0.0, 1.45, 0.45, 0.5), window_view(rng), CLASS_ID["window"],
-                      new_instance("window")))  # fmt: skip
+    parts.append(
+        Part(
+            "box", wall_box(c, u, n, 0.0, 1.45, 0.45, 0.5), window_view(rng), CLASS_ID["window"], new_instance("window")
+        )
+    )
     c, u, n, hl = wall_list[int(rng.integers(2))]
     along = rng.choice([-1, 1]) * rng.uniform(1.4, min(2.0, hl - 0.3))
-    parts.append(Part("box", wall_box(c, u, n, along, 2.12, 0.14, 0.14), clock_face(), CLASS_ID["clock"],
-                      new_instance("clock")))  # fmt: skip
+    parts.append(
+        Part("box", wall_box(c, u, n, along, 2.12, 0.14, 0.14), clock_face(), CLASS_ID["clock"], new_instance("clock"))
+    )
     return parts

@@ -101,8 +101,11 @@ class RayDataset:
         pseudo_fraction: float = 0.25,
         pseudo_min_confidence: float = 0.0,
     ) -> None:
-        for name, v in (("labelled ray fraction", labelled_fraction), ("class balance", class_balance),
-                        ("pseudo-label ray fraction", pseudo_fraction)):  # fmt: skip
+        for name, v in (
+            ("labelled ray fraction", labelled_fraction),
+            ("class balance", class_balance),
+            ("pseudo-label ray fraction", pseudo_fraction),
+        ):
             if not 0.0 <= v <= 1.0:
                 raise LabelfieldError(f"{name} must be in [0, 1], got {v}")
         pseudo = {int(i): p for i, p in (pseudo or {}).items() if int(i) not in sparse_labels}

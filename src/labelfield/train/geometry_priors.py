@@ -122,7 +122,11 @@ class GeometryPriors:
 
 
 def build_geometry_priors(
-    config: FitConfig, scene: Scene, dataset: RayDataset, model: torch.nn.Module, run_dir: Path,
+    config: FitConfig,
+    scene: Scene,
+    dataset: RayDataset,
+    model: torch.nn.Module,
+    run_dir: Path,
     on_progress: ProgressFn | None = None,
 ) -> GeometryPriors | None:
     """The priors the config asks for, or None when every one is off (the trainer then runs unchanged).

@@ -293,10 +293,17 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
             on_progress(Progress("load", i + 1, n, "frames", final=i + 1 == n))
 
     dataset = RayDataset(
-        scene, sparse, supervision.depth, config.labelled_ray_fraction, on_frame=on_frame,
-        class_balance=config.class_balance, depth_fn=supervision.depth_fn, pseudo=supervision.pseudo,
-        pseudo_fraction=config.pseudo_fraction, pseudo_min_confidence=config.pseudo_min_confidence,
-    )  # fmt: skip
+        scene,
+        sparse,
+        supervision.depth,
+        config.labelled_ray_fraction,
+        on_frame=on_frame,
+        class_balance=config.class_balance,
+        depth_fn=supervision.depth_fn,
+        pseudo=supervision.pseudo,
+        pseudo_fraction=config.pseudo_fraction,
+        pseudo_min_confidence=config.pseudo_min_confidence,
+    )
     return Prepared(config, folder, resuming, device, n_threads, scene, sparse, spec, ckpt, dataset)
 
 
@@ -331,8 +338,12 @@ def write_run(prep: Prepared, state: TrainState) -> None:
     if saved.scene is not None:
         saved = replace(saved, scene=Path(saved.scene).resolve())
     folder.write_config(saved.to_dict())
-    label_spec = {"labelled": config.labelled, "density": config.label_density, "noise": config.label_noise,
-                  "seed": config.seed}  # fmt: skip
+    label_spec = {
+        "labelled": config.labelled,
+        "density": config.label_density,
+        "noise": config.label_noise,
+        "seed": config.seed,
+    }
     scene = prep.scene
     folder.write_manifest(
         RunManifest(
@@ -366,9 +377,15 @@ def train_step(
         batch = priors.sample(dataset, config.batch_rays, state.sampler).to(device)
         pred = state.model.render_rays(batch.rays_o, batch.rays_d, **priors.render_kwargs)
     losses = compute_losses(
-        pred, batch.rgb, batch.labels, config.semantic_weight, batch.depth, batch.z_scale, config.depth_weight,
+        pred,
+        batch.rgb,
+        batch.labels,
+        config.semantic_weight,
+        batch.depth,
+        batch.z_scale,
+        config.depth_weight,
         label_weight=batch.label_weight,
-    )  # fmt: skip
+    )
     total = losses.total
     if priors is not None:
         progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
@@ -441,11 +458,18 @@ def train_loop(prep: Prepared, state: TrainState, on_progress: ProgressFn | None
         dt = now - window.t
         sps = (step - window.step) / dt if dt > 0 else 0.0
         g = state.optimizer.param_groups[0]
-        folder.append_log({
-            "step": step, "loss": last_loss, "mse": mse, "psnr": last_psnr,
-            "lr": g["lr"] / g["initial_lr"] * cfg.lr, "steps_per_s": sps, "rays_per_s": sps * cfg.batch_rays,
-            "seconds": elapsed(),
-        })  # fmt: skip
+        folder.append_log(
+            {
+                "step": step,
+                "loss": last_loss,
+                "mse": mse,
+                "psnr": last_psnr,
+                "lr": g["lr"] / g["initial_lr"] * cfg.lr,
+                "steps_per_s": sps,
+                "rays_per_s": sps * cfg.batch_rays,
+                "seconds": elapsed(),
+            }
+        )
         window.reset(step, now)
 
     def report(final: bool = False, advanced: bool = False) -> None:
@@ -528,8 +552,13 @@ def _fit_event(
     else:
         done, total, unit = step, cfg.steps, "steps"
         eta = (cfg.steps - step) / sps if sps > 0 else None
-    info = {"step": step, "steps": cfg.steps, "steps_per_s": sps, "eta_s": None if eta is None else max(eta, 0.0),
-            **shown}  # fmt: skip
+    info = {
+        "step": step,
+        "steps": cfg.steps,
+        "steps_per_s": sps,
+        "eta_s": None if eta is None else max(eta, 0.0),
+        **shown,
+    }
     return Progress("fit", done, total, unit, info, final)
 
 
