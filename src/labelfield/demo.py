@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -38,8 +39,8 @@ class DemoCommand:
     """Random seed (same seed, same result on CPU)."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda."""
-    depth_loss: bool = True
-    """Supervise rendered depth with the scene's depth maps (the demo room has them; RGB-only needs far longer)."""
+    depth_loss: Literal["auto", "on", "off"] = "auto"
+    """Supervise rendered depth with the scene's depth maps: auto = when the scene has them (the demo room does)."""
 
     def run(self) -> int:
         from labelfield.console import RichProgress
