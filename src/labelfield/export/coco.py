@@ -1,10 +1,7 @@
 """COCO-style semantic segmentation JSON: categories, images, and one RLE annotation per (image, class).
 
-Chosen form: **compressed RLE** (the COCO-Stuff convention), implemented here in numpy/Python with no
-pycocotools dependency, bit-compatible with `pycocotools.mask.encode/decode`:
-    mask (H, W) -> flattened column-major (Fortran order) -> run lengths alternating 0s, 1s, starting with
-    the count of 0s (possibly 0) -> `counts` string: each count minus the count two before (for i > 2), in
-    LEB128-like groups of 5 bits, sign-extended, as characters 48..111.
+Chosen form: **compressed RLE** (the COCO-Stuff convention), encoded and decoded by pycocotools itself
+(column-major run lengths starting with a run of 0s, as a compressed `counts` string).
 Categories use the **original class ids** (void, id 0, has no category and no annotation); each annotation
 has `segmentation {"size": [H, W], "counts": str}`, `area`, `bbox [x, y, w, h]` and `iscrowd 0`.
 """
@@ -22,67 +19,27 @@ from labelfield.labelset import LabelSet
 from labelfield.scene import ClassTable
 
 
-def rle_counts(mask: np.ndarray) -> list[int]:
-    """(H, W) bool -> COCO run lengths over the column-major flattening, starting with a run of 0s."""
-    flat = np.asarray(mask, bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.r_[0, change, flat.size]
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return counts
-
-
-def counts_to_string(counts: list[int]) -> str:
-    """COCO compressed RLE string of run lengths (pycocotools' rleToString)."""
-    out = []
-    for i, c in enumerate(counts):
-        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5  # arithmetic shift: negative deltas stay negative
-            more = x != -1 if ch & 0x10 else x != 0
-            if more:
-                ch |= 0x20
-            out.append(chr(ch + 48))
-    return "".join(out)
-
-
-def string_to_counts(s: str) -> list[int]:
-    """Inverse of `counts_to_string` (pycocotools' rleFrString)."""
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
 def encode_mask(mask: np.ndarray) -> dict:
-    """(H, W) bool -> {"size": [H, W], "counts": compressed string}."""
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts_to_string(rle_counts(mask))}
+    """(H, W) bool -> {"size": [H, W], "counts": compressed string} (pycocotools' encoder)."""
+    from pycocotools import mask as mask_api
+
+    rle = mask_api.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    return {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def decode_mask(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed string or uncompressed list counts) -> (H, W) bool."""
+    """COCO RLE (compressed string or uncompressed list counts) -> (H, W) bool (pycocotools' decoder)."""
+    from pycocotools import mask as mask_api
+
     H, W = (int(x) for x in rle["size"])
     counts = rle["counts"]
-    counts = string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if sum(counts) != H * W:
-        raise ValueError(f"RLE counts sum to {sum(counts)}, expected {H}x{W}")
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts).reshape((W, H)).T
+    if isinstance(counts, list):
+        if sum(int(c) for c in counts) != H * W:
+            raise ValueError(f"RLE counts sum to {sum(int(c) for c in counts)}, expected {H}x{W}")
+        compressed = mask_api.frPyObjects({"size": [H, W], "counts": [int(c) for c in counts]}, H, W)
+    else:
+        compressed = {"size": [H, W], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_api.decode(compressed).astype(bool)
 
 
 def _bbox(mask: np.ndarray) -> list[int]:
