@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny import TINY_NGP
 
 from labelfield.annotate import annotate_frames
 from labelfield.errors import LabelfieldError
@@ -215,16 +216,7 @@ def test_command_end_to_end_on_a_tiny_fit(tmp_path):
         progress=False,
         device="cpu",
     )
-    small = dict(
-        log2_table_size=12,
-        n_levels=4,
-        max_resolution=64,
-        occupancy_resolution=16,
-        hidden_dim=16,
-        samples_per_diagonal=64,
-        max_samples_per_ray=16,
-    )
-    fit(dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **small)))
+    fit(dataclasses.replace(cfg, model_config=dataclasses.replace(cfg.model_config, **TINY_NGP)))
     with pytest.raises(LabelfieldError, match="inside"):
         AnnotateCommand(tmp_path / "run", tmp_path / "scene" / "L", progress=False, device="cpu").run()
     assert not (tmp_path / "scene" / "L").exists()

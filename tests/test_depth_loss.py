@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import torch
+from tiny import TINY_NGP
 
 from labelfield.models.configs import NGPConfig
 from labelfield.train.losses import compute_losses, depth_loss
 
-TINY = dict(
-    log2_table_size=12,
-    n_levels=4,
-    max_resolution=64,
-    occupancy_resolution=16,
-    hidden_dim=16,
-    samples_per_diagonal=64,
-    max_samples_per_ray=32,
-)
+TINY = {**TINY_NGP, "max_samples_per_ray": 32}
 
 
 def test_depth_loss_values() -> None:

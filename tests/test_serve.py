@@ -12,20 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import TINY_NGP
 
 from labelfield.io import read_image
 from labelfield.serve.strokes import SPARSE_DIR, STROKES_FILE, StrokeStore, parse_stroke, stroke_mask
 from labelfield.synth.toy import toy_scene
 
-SMALL = dict(
-    log2_table_size=12,
-    n_levels=4,
-    max_resolution=64,
-    occupancy_resolution=16,
-    hidden_dim=16,
-    samples_per_diagonal=64,
-    max_samples_per_ray=16,
-)
+SMALL = TINY_NGP
 
 
 def write_tiny_scene(root: Path, n: int = 6, w: int = 32, h: int = 24) -> Path:
