@@ -11,6 +11,8 @@ Other conventions and how they come in (each converter below says the flip it do
     OpenGL / nerfstudio / instant-ngp / Blender c2w: +x right, +y up, camera looks along -z.
     Mitsuba sensor to_world: +x left, +y up, camera looks along +z.
     COLMAP / ScanNet extrinsics: OpenCV axes; COLMAP stores world-to-camera (w2c) as quaternion + translation.
+    ARKit (Record3D, Polycam): camera axes are OpenGL's; c2w. Record3D stores [qx, qy, qz, qw, tx, ty, tz];
+        Polycam stores the 3x4 matrix in a world with +y up, which nerfstudio (and we) turn to +z up.
     Pixel centres at +0.5 (COLMAP, nerfstudio, instant-ngp): the centre of pixel u is at u + 0.5.
 """
 
@@ -109,6 +111,58 @@ def opencv_to_mitsuba(c2w_cv: np.ndarray) -> np.ndarray:
     [left, up, forward]), so OpenCV's right/down axes are its -x/-y.
     """
     return np.asarray(c2w_cv, np.float64) @ np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+# ARKit, the tracking behind the iOS capture apps, reports camera-to-world poses whose camera axes are OpenGL's
+# (+x right, +y up, looking along -z); its world is gravity-aligned with +y up. The conventions below come from
+# public readers (Record3D's author in its issue tracker, viser's Record3D loader, nerfstudio's
+# process_data/record3d_utils.py and polycam_utils.py); they were not checked against a real device export.
+def arkit_to_opencv(c2w_arkit: np.ndarray) -> np.ndarray:
+    """ARKit c2w (OpenGL camera axes) -> OpenCV c2w: flip the camera's y and z axes (the world stays)."""
+    return np.asarray(c2w_arkit, np.float64) @ _GL_CV_FLIP
+
+
+def opencv_to_arkit(c2w_cv: np.ndarray) -> np.ndarray:
+    """OpenCV c2w -> ARKit c2w: the same flip (it is its own inverse)."""
+    return np.asarray(c2w_cv, np.float64) @ _GL_CV_FLIP
+
+
+def record3d_to_opencv(pose: np.ndarray) -> np.ndarray:
+    """Record3D pose [qx, qy, qz, qw, tx, ty, tz] (ARKit c2w, quaternion scalar *last*) -> (4, 4) OpenCV c2w.
+
+    No world rotation: Record3D's world is its own (per its author the first pose is the identity, so it need
+    not be gravity-aligned), and nerfstudio and viser use it as it is.
+    """
+    p = np.asarray(pose, np.float64)
+    c2w = np.eye(4)
+    c2w[:3, :3] = qvec_to_rotmat(p[[3, 0, 1, 2]])
+    c2w[:3, 3] = p[4:7]
+    return arkit_to_opencv(c2w)
+
+
+def opencv_to_record3d(c2w_cv: np.ndarray) -> np.ndarray:
+    """OpenCV c2w -> Record3D pose (7,) [qx, qy, qz, qw, tx, ty, tz] (the inverse of `record3d_to_opencv`)."""
+    c2w = opencv_to_arkit(c2w_cv)
+    w, x, y, z = rotmat_to_qvec(c2w[:3, :3])
+    return np.array([x, y, z, w, *c2w[:3, 3]])
+
+
+# Polycam's world has +y up (ARKit's). nerfstudio's polycam_utils reorders the matrix rows to (z, x, y), a
+# proper rotation of the world that puts up on +z; we do the same, so a Polycam scene read here has the poses
+# `ns-process-data polycam` gives, and +z up like `labelfield capture`.
+_Y_UP_TO_Z_UP = np.array([[0.0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+def polycam_to_opencv(t: np.ndarray) -> np.ndarray:
+    """Polycam camera matrix (3, 4) rows t_00..t_23 (ARKit c2w, world +y up) -> (4, 4) OpenCV c2w, world +z up."""
+    c2w = np.eye(4)
+    c2w[:3, :4] = np.asarray(t, np.float64).reshape(3, 4)
+    return _Y_UP_TO_Z_UP @ arkit_to_opencv(c2w)
+
+
+def opencv_to_polycam(c2w_cv: np.ndarray) -> np.ndarray:
+    """OpenCV c2w (world +z up) -> Polycam (3, 4) camera matrix (the inverse of `polycam_to_opencv`)."""
+    return opencv_to_arkit(_Y_UP_TO_Z_UP.T @ np.asarray(c2w_cv, np.float64))[:3, :4]
 
 
 def w2c_to_c2w(w2c: np.ndarray) -> np.ndarray:

@@ -283,6 +283,13 @@ def make_sparse_labels(
     parse_density(density)  # fail on a bad spec before loading anything
     p_noise = parse_noise(noise)
     idx = parse_labelled(labelled, len(scene.frames), seed)
+    if not any(f.has_labels() for f in scene.frames):  # e.g. a phone capture (Record3D, Polycam) as exported
+        raise LabelfieldError(
+            "the scene has no label maps: paint some with `labelfield serve`, or import an annotation tool's "
+            "export with `labelfield labels import SRC --scene SCENE` (into a transforms.json scene: "
+            "`labelfield convert SCENE OUT --to transforms` makes one)",
+            scene.root,
+        )
     classes = scene.classes
     dtype = np.uint8 if classes.max_id <= 255 else np.uint16
     out: SparseLabels = {}

@@ -1,7 +1,8 @@
 """Scene formats: detect a folder's layout, read it into a `Scene`, write a `Scene` in a layout.
 
 Readers: "replica" (Semantic-NeRF / Replica), "transforms" (nerfstudio / instant-ngp transforms.json),
-"scannet" (ScanNet export), "colmap" (COLMAP sparse model + images). Writers: "replica", "transforms".
+"scannet" (ScanNet export), "colmap" (COLMAP sparse model + images), "record3d" (Record3D .r3d file or its
+unzipped folder), "polycam" (Polycam raw-data export). Writers: "replica", "transforms".
 Every reader returns OpenCV camera-to-world poses and integer-pixel-centre intrinsics (see cameras.py) and
 loads images lazily through `Frame` paths.
 
@@ -20,7 +21,7 @@ from labelfield.io import atomic_dir, paths_overlap
 from labelfield.progress import ProgressFn
 from labelfield.scene import Scene
 
-FORMATS = ("replica", "transforms", "scannet", "colmap")
+FORMATS = ("replica", "transforms", "scannet", "colmap", "record3d", "polycam")
 WRITABLE = ("replica", "transforms")
 
 
@@ -32,14 +33,22 @@ def _is_colmap(root: Path) -> bool:
 
 
 def detect_format(path: str | Path) -> str:
-    """The layout of the scene folder `path`: one of FORMATS. Raises a LabelfieldError naming the folder."""
+    """The layout of the scene folder `path`: one of FORMATS. Raises a LabelfieldError naming the folder.
+
+    Files: a transforms.json, or a Record3D .r3d archive.
+    """
+    from labelfield.formats.polycam import keyframes_dir
+    from labelfield.formats.record3d import is_record3d
+
     root = Path(path)
     if not root.exists():
         raise LabelfieldError("scene folder not found", root)
     if root.is_file():
         if root.suffix == ".json":
             return "transforms"
-        raise LabelfieldError("expected a scene folder (or a transforms.json file)", root)
+        if is_record3d(root):
+            return "record3d"
+        raise LabelfieldError("expected a scene folder (or a transforms.json or Record3D .r3d file)", root)
     if not any(root.iterdir()):
         raise LabelfieldError("scene folder is empty", root)
     if (root / "transforms.json").is_file():
@@ -51,9 +60,14 @@ def detect_format(path: str | Path) -> str:
         return "scannet"
     if _is_colmap(root):
         return "colmap"
+    if is_record3d(root):
+        return "record3d"
+    if keyframes_dir(root) is not None:
+        return "polycam"
     raise LabelfieldError(
-        "not a scene folder: expected transforms.json, rgb/ + traj_w_c.txt (Replica), color/ + pose/ (ScanNet) "
-        "or sparse/0/cameras.{txt,bin} (COLMAP)",
+        "not a scene folder: expected transforms.json, rgb/ + traj_w_c.txt (Replica), color/ + pose/ (ScanNet), "
+        "sparse/0/cameras.{txt,bin} (COLMAP), metadata + rgbd/ (unzipped Record3D .r3d) "
+        "or keyframes/cameras/ (Polycam)",
         root,
     )
 

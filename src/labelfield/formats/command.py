@@ -13,7 +13,7 @@ from labelfield.scene import Scene
 
 SceneArg = Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="SCENE")]
 OutArg = Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
-FormatName = Literal["replica", "transforms", "scannet", "colmap"]
+FormatName = Literal["replica", "transforms", "scannet", "colmap", "record3d", "polycam"]
 
 
 def _summary(scene: Scene):
@@ -58,7 +58,7 @@ class InfoCommand:
     """Print a scene's format, frame count, image size, intrinsics, labelled frames and class table."""
 
     scene: SceneArg
-    """Scene folder (Replica, transforms.json, ScanNet or COLMAP layout)."""
+    """Scene folder (Replica, transforms.json, ScanNet, COLMAP, Polycam) or Record3D .r3d file."""
     format: Optional[FormatName] = None
     """Force the input format instead of detecting it."""
     downscale: int = 1

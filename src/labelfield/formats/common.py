@@ -118,6 +118,23 @@ class FileLoader:
         return _resize(img, frame.size, nearest=kind != "rgb")
 
 
+# ARKit rates each depth pixel low (0), medium (1) or high (2). Like viser's Record3D loader we keep only the high
+# ones: medium pixels cluster on edges and thin structures, where LiDAR depth smears between surfaces.
+ARKIT_HIGH_CONFIDENCE = 2
+
+
+def arkit_confident(conf: np.ndarray) -> np.ndarray:
+    """Boolean mask of high-confidence pixels of an ARKit confidence map (H, W).
+
+    Levels stored as 0/1/2 (Record3D) or spread over 0..255 in an 8-bit PNG (Polycam exports seen as 0/54/255
+    in public code): a map whose maximum exceeds 2 is read as 8-bit, and only 255 counts as high there.
+    """
+    conf = np.asarray(conf)
+    if conf.size and conf.max() > ARKIT_HIGH_CONFIDENCE:
+        return conf >= 255
+    return conf >= ARKIT_HIGH_CONFIDENCE
+
+
 def _has_unknown_ids(labels: np.ndarray, classes: ClassTable) -> bool:
     """Fast check (bincount, not a sort) whether `labels` holds an id outside `classes`."""
     if labels.dtype.kind not in "ui" or labels.size == 0 or labels.min() < 0:

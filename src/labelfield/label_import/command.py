@@ -53,7 +53,7 @@ def import_labels(src: Path, scene_dir: Path, format: Optional[str] = None, over
     if detect_format(scene_dir) != "transforms":
         raise LabelfieldError(
             "labels import writes transforms.json scenes; convert this one first "
-            "(labelfield convert SCENE OUT --format transforms)",
+            "(labelfield convert SCENE OUT --to transforms)",
             scene_dir,
         )
     scene = load_scene(scene_dir)
