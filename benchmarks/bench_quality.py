@@ -123,10 +123,14 @@ def fit_and_score(
     scene = run.scene
     frames = eval_subset(scene, sorted(run.labelled), args.eval_frames, "unlabelled")
     metrics = score_model(run.model, scene, frames, set(run.labelled), "ngp", workdir, device, args.chunk)
-    fused = score_fused(run, frames, workdir, args.chunk, scene_depth=setting.depth)
+    derived = {
+        # what `labelfield annotate` writes by default, and the same without the depth-edge refinement (ablation)
+        "field+fusion": score_fused(run, frames, workdir, args.chunk, scene_depth=setting.depth),
+        "field+fusion, no refine": score_fused(run, frames, workdir, args.chunk, setting.depth, refine=False),
+    }
     return {
         **metrics,
-        "fused": fused,
+        "derived": derived,
         "steps": result.step,
         "train_seconds": result.seconds,
         "fit_wall_seconds": fit_wall,
@@ -138,13 +142,17 @@ def fit_and_score(
     }
 
 
-def score_fused(run: Any, frames: list[int], workdir: Path, chunk: int, scene_depth: bool) -> dict[str, Any]:
+def score_fused(
+    run: Any, frames: list[int], workdir: Path, chunk: int, scene_depth: bool, refine: bool = True
+) -> dict[str, Any]:
     """What `labelfield annotate` writes by default: the field fused with the user's labels reprojected through
     depth (the scene's in RGB-D settings; the field's rendered depth in RGB-only ones, as for a scene without
-    depth maps). Scored like `score_model` (consistency on GT depth)."""
+    depth maps), label boundaries refined on the same depth's edges (`refine`). Scored like `score_model`
+    (consistency on GT depth)."""
     from labelfield.annotate.fitted import run_labels_fn
     from labelfield.annotate.frames import annotate_frames
     from labelfield.annotate.fuse import FusedRenderer
+    from labelfield.annotate.refine import DEFAULT_TOL
 
     fuse = FusedRenderer(
         run_labels_fn(run, chunk, rgb=False, depth=True, probs=True),
@@ -152,6 +160,7 @@ def score_fused(run: Any, frames: list[int], workdir: Path, chunk: int, scene_de
         run.classes,
         run.sparse_labels(),
         scene_depth=scene_depth,
+        refine=DEFAULT_TOL if refine else None,
     )
 
     def render(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
@@ -422,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory(dir=args.workdir, prefix="labelfield_quality_") as tmp:
                     if method == "field":
                         row.update(fit_and_score(path, st, clock, args, Path(tmp)))
-                        fused = {**row, **row.pop("fused"), "method": "field+fusion"}
-                        fused["small_miou"], fused["worst_small"] = small_stats(fused.get("per_class_iou"))
+                        derived = [{**row, **m, "method": name} for name, m in row.pop("derived").items()]
+                        for d in derived:
+                            d["small_miou"], d["worst_small"] = small_stats(d.get("per_class_iou"))
                     else:
                         row.update(baseline_and_score(path, st, args, Path(tmp)))
                 row["small_miou"], row["worst_small"] = small_stats(row.get("per_class_iou"))
@@ -431,12 +441,13 @@ def main(argv: list[str] | None = None) -> int:
                 row["error"] = f"{type(e).__name__}: {e}"
         results["runs"].append(row)
         if method == "field" and "error" not in row and "skipped" not in row:
-            results["runs"].append(fused)
-            print(
-                f"{sc.name} {st.name} {clock} field+fusion: mIoU {_f(fused['miou'])} consistency "
-                f"{_f(fused['consistency'])} small {_f(fused['small_miou'])}",
-                flush=True,
-            )
+            for d in derived:
+                results["runs"].append(d)
+                print(
+                    f"{sc.name} {st.name} {clock} {d['method']}: mIoU {_f(d['miou'])} consistency "
+                    f"{_f(d['consistency'])} small {_f(d['small_miou'])}",
+                    flush=True,
+                )
         msg = (
             row.get("error")
             or row.get("skipped")

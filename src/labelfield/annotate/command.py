@@ -98,6 +98,9 @@ class AnnotateCommand:
     fuse: Literal["auto", "on", "off"] = "auto"
     """Fuse the field's prediction with the user's labels reprojected through depth (the scene's, else the
     field's rendered depth) where they agree across labelled frames: auto = on when the scene has depth."""
+    refine: bool = True
+    """With fusion: pull label boundaries onto the depth edges of each frame (a 3x3 vote among neighbours on
+    the same surface, see labelfield.annotate.refine); --no-refine keeps the fused labels as they are."""
 
     def _check_paths(self) -> None:
         from labelfield.run import RunFolder
@@ -158,6 +161,7 @@ class AnnotateCommand:
                     depth=self.depth,
                     overlay=self.overlay,
                     fuse=self.fuse,
+                    refine=self.refine,
                 )
             dt = time.perf_counter() - t0
             video = None

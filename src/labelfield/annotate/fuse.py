@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from labelfield.annotate.frames import RenderFn, to_numpy
+from labelfield.annotate.refine import DEFAULT_TOL, refine_probs
 from labelfield.baselines.pseudo_labels import pseudo_labels_for
 from labelfield.cameras import Intrinsics
 from labelfield.labels import SparseLabels
@@ -71,6 +72,8 @@ class FusedRenderer:
         n_sources, rel_tol: as in the `reproject` baseline; trust: exponent of the reprojection expert.
         depth_fn: `i -> depth` to use instead of the scene's depth maps (experiments with sensor noise).
         scene_depth: use the scene's depth (None: when every frame has some); False: the field's rendered depth.
+        refine: then pull the label boundaries onto the frame's depth edges (`annotate.refine.refine_probs`,
+            with that same depth); None/0 = off.
     """
 
     def __init__(
@@ -84,9 +87,10 @@ class FusedRenderer:
         trust: float = 8.0,
         depth_fn: Callable[[int], np.ndarray | None] | None = None,
         scene_depth: bool | None = None,
+        refine: float | None = DEFAULT_TOL,
     ) -> None:
         self.render_fn, self.scene, self.classes, self.sparse = render_fn, scene, classes, sparse
-        self.n_sources, self.rel_tol, self.trust = n_sources, rel_tol, trust
+        self.n_sources, self.rel_tol, self.trust, self.refine = n_sources, rel_tol, trust, refine
         has = len(scene.frames) > 0 and all(f.has_depth() for f in scene.frames)
         self.scene_depth = has if scene_depth is None else bool(scene_depth) and has
         self.depth_fn = depth_fn or (lambda i: scene.frames[i].load_depth())
@@ -122,6 +126,8 @@ class FusedRenderer:
         probs = to_numpy(out["probs"]).astype(np.float32)
         fused = dict(out)
         fused["probs"] = fuse_probs(probs, index, conf, self.trust)
+        if self.refine:
+            fused["probs"] = refine_probs(fused["probs"], depth_t, tol=self.refine)
         if "label" in out:  # the inference-only render's argmax and confidence follow the fused probs
             fused["confidence"], fused["label"] = fused["probs"].max(-1), fused["probs"].argmax(-1)
         if "opacity" in out and out["opacity"] is not None:
