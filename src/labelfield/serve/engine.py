@@ -32,7 +32,7 @@ from labelfield.errors import LabelfieldError
 from labelfield.io import read_json, write_json
 from labelfield.models import build_model
 from labelfield.render.bounds import scene_bounds
-from labelfield.render.chunked import render_image
+from labelfield.render.chunked import render_image, render_labels_image
 from labelfield.run import (
     CONFIG_FILE,
     SCENE_FILE,
@@ -380,7 +380,8 @@ class Engine:
         scale = min(1.0, size / max(intr.width, intr.height))
         if scale < 1.0:
             intr = intr.scaled(scale)
-        out = render_image(self.model, intr, f.c2w, chunk=16384, device=self.device)
+        # the inference-only path (no colour head, no autograd): what a label preview needs and nothing more
+        out = render_labels_image(self.model, intr, f.c2w, chunk=16384, device=self.device)
         labels, conf = labels_from_render(out, self.classes)
         return Prediction(frame, self.step, time.time(), labels, conf, out["opacity"].numpy())
 
