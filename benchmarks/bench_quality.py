@@ -234,7 +234,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (split, setting, clock, method), rs in sorted(groups.items()):
         row: dict[str, Any] = {"split": split, "setting": setting, "clock": clock, "method": method, "scenes": len(rs)}
-        for key in ("miou", "consistency", "small_miou", "accuracy"):
+        for key in ("miou", "miou_gt_classes", "consistency", "small_miou", "accuracy"):
             vals = [(r[key], r["scene"]) for r in rs if r.get(key) is not None]
             row[f"{key}_mean"] = float(np.mean([v for v, _ in vals])) if vals else None
             row[f"{key}_worst"] = min(vals)[0] if vals else None
@@ -257,33 +257,35 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Mean and worst scene per split",
         "",
-        "| split | setting | clock | method | scenes | mIoU mean | mIoU worst (scene) | consistency mean | "
-        "consistency worst | small-class mIoU mean | small worst |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| split | setting | clock | method | scenes | mIoU mean | mIoU worst (scene) | mIoU GT classes mean | "
+        "consistency mean | consistency worst | small-class mIoU mean | small worst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in results["summary"]:
         lines.append(
             f"| {s['split']} | {s['setting']} | {s['clock']} | {s['method']} | {s['scenes']} | "
             f"{_f(s['miou_mean'])} | {_f(s['miou_worst'])} ({s['miou_worst_scene']}) | "
-            f"{_f(s['consistency_mean'])} | {_f(s['consistency_worst'])} | {_f(s['small_miou_mean'])} | "
+            f"{_f(s.get('miou_gt_classes_mean'))} | {_f(s['consistency_mean'])} | {_f(s['consistency_worst'])} | "
+            f"{_f(s['small_miou_mean'])} | "
             f"{_f(s['small_miou_worst'])} |"
         )
     lines += [
         "",
         "## Every run",
         "",
-        "| scene | split | setting | clock | method | labelled | steps | train s | wall s | mIoU | accuracy | "
-        "consistency | small mIoU | worst small class | PSNR |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scene | split | setting | clock | method | labelled | steps | train s | wall s | mIoU | mIoU GT classes | "
+        "accuracy | consistency | small mIoU | worst small class | PSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         head = f"| {r['scene']} | {r['split']} | {r['setting']} | {r['clock']} | {r['method']} |"
         if "error" in r or r.get("skipped"):
-            lines.append(f"{head} {r.get('error') or r.get('skipped')} |||||||||||")
+            lines.append(f"{head} {r.get('error') or r.get('skipped')} ||||||||||||")
             continue
         lines.append(
             f"{head} {r['n_labelled']}/{r['n_frames']} | {_f(r['steps'], 'd')} | "
             f"{_f(r['train_seconds'], '.1f')} | {_f(r['wall_seconds'], '.0f')} | {_f(r['miou'])} | "
+            f"{_f(r.get('miou_gt_classes'))} | "
             f"{_f(r['accuracy'])} | {_f(r['consistency'])} | {_f(r['small_miou'])} | "
             f"{r['worst_small'] or '–'} | {_f(r['psnr'], '.1f')} |"
         )

@@ -113,7 +113,7 @@ def score(labels_dir: Path, scene: Scene) -> dict[str, Any]:
 
     result = evaluate(read_labelset(labels_dir), scene, k=1)
     block = result.summary["all"]
-    keys = ("miou", "accuracy", "class_avg_accuracy", "consistency", "per_class_iou")
+    keys = ("miou", "miou_gt_classes", "accuracy", "class_avg_accuracy", "consistency", "per_class_iou")
     return {**{k: block[k] for k in keys}, "psnr": result.summary["psnr"]}
 
 

@@ -79,10 +79,20 @@ def test_metrics_edge_cases():
     classes = ClassTable.from_names(["void", "a", "b"])
     cm = ConfusionMatrix(classes)
     cm.update(np.zeros((2, 2), int), np.ones((2, 2), int))  # all-void GT: nothing counted
-    assert cm.compute() == {"miou": None, "accuracy": None, "class_avg_accuracy": None, "per_class_iou": {}}
+    assert cm.compute() == {
+        "miou": None,
+        "miou_gt_classes": None,
+        "accuracy": None,
+        "class_avg_accuracy": None,
+        "per_class_iou": {},
+    }
     cm.update(np.array([[1, 1]]), np.array([[1, 0]]))
     d = cm.compute()
     assert d["miou"] == 0.5 and d["accuracy"] == 0.5 and d["per_class_iou"] == {"a": 0.5}
+    # a class predicted on one stray pixel of a frame where it is absent: IoU 0 in mIoU, left out of the other
+    cm.update(np.array([[1, 1]]), np.array([[1, 2]]))
+    d = cm.compute()
+    assert d["per_class_iou"] == {"a": 0.5, "b": 0.0} and d["miou"] == 0.25 and d["miou_gt_classes"] == 0.5
     img = np.full((4, 4, 3), 100, np.uint8)
     assert psnr(img, img) == float("inf")
     assert psnr(img, img + 1) == pytest.approx(20 * np.log10(255), abs=1e-6)
@@ -139,7 +149,14 @@ def test_report_and_json(scene, tmp_path):
     r = evaluate(ls, scene)
     assert set(r.summary) == {"unlabelled", "all", "psnr"}
     for key in ("unlabelled", "all"):
-        assert set(r.summary[key]) == {"miou", "accuracy", "class_avg_accuracy", "per_class_iou", "consistency"}
+        assert set(r.summary[key]) == {
+            "miou",
+            "miou_gt_classes",
+            "accuracy",
+            "class_avg_accuracy",
+            "per_class_iou",
+            "consistency",
+        }
     assert r.summary["unlabelled"]["per_class_iou"]["sphere"] == 0.0
     json.dumps(r.summary, allow_nan=False)
     path = write_report(r, tmp_path / "report.html")

@@ -61,6 +61,7 @@ class EvalCommand:
         s = result.summary
         for label, key in (
             ("mIoU", "miou"),
+            ("mIoU, GT classes only", "miou_gt_classes"),
             ("accuracy", "accuracy"),
             ("class-avg accuracy", "class_avg_accuracy"),
             ("3D consistency", "consistency"),

@@ -5,9 +5,11 @@ Notation: the class table's ids in table order, void (id 0) at position 0; K = l
 pixels (and GT ids outside the table) are never counted; a prediction of void or of an unknown id counts in
 column 0, i.e. as a miss of the GT class.
 
-mIoU is the mean over classes present in the GT or in the prediction (void excluded); accuracy is the
-fraction of non-void GT pixels predicted right; class-average accuracy averages per-class recall over the
-classes present in the GT.
+mIoU is the mean over classes present in the GT or in the prediction (void excluded): a class predicted on
+a few stray pixels of frames where it does not appear counts as IoU 0. `miou_gt_classes` is the mean over the
+classes present in the GT only (Semantic-NeRF's and ScanNet's convention, where such a class is left out; its
+stray pixels still cost the GT class they cover). accuracy is the fraction of non-void GT pixels predicted
+right; class-average accuracy averages per-class recall over the classes present in the GT.
 """
 
 from __future__ import annotations
@@ -48,22 +50,25 @@ class ConfusionMatrix:
         return self
 
     def compute(self) -> dict:
-        """{"miou", "accuracy", "class_avg_accuracy", "per_class_iou": {name: iou}} (None when undefined)."""
+        """{"miou", "miou_gt_classes", "accuracy", "class_avg_accuracy", "per_class_iou": {name: iou}} (None when
+        undefined)."""
         m = self.matrix.astype(np.float64)
         cls = [i for i in range(self.k) if i != self._void_pos]
         tp = np.diag(m)
         gt_count, pred_count = m.sum(1), m.sum(0)
         per_class: dict[str, float] = {}
-        recalls = []
+        recalls, present = [], []
         for i in cls:
             if gt_count[i] == 0 and pred_count[i] == 0:
                 continue  # class absent from GT and prediction: not part of the mean
             per_class[self.classes.names[i]] = float(tp[i] / (gt_count[i] + pred_count[i] - tp[i]))
             if gt_count[i] > 0:
                 recalls.append(tp[i] / gt_count[i])
+                present.append(per_class[self.classes.names[i]])
         total = gt_count.sum()
         return {
             "miou": float(np.mean(list(per_class.values()))) if per_class else None,
+            "miou_gt_classes": float(np.mean(present)) if present else None,
             "accuracy": float(tp[cls].sum() / total) if total > 0 else None,
             "class_avg_accuracy": float(np.mean(recalls)) if recalls else None,
             "per_class_iou": per_class,

@@ -107,6 +107,7 @@ def write_report(result: EvalResult, path: str | Path, title: str = "labelfield 
     s = result.summary
     rows = [
         ("mIoU", "miou"),
+        ("mIoU, GT classes only", "miou_gt_classes"),
         ("pixel accuracy", "accuracy"),
         ("class-average accuracy", "class_avg_accuracy"),
         ("3D consistency", "consistency"),
