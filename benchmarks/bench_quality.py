@@ -349,12 +349,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plan(scenes: list[SuiteScene], args: argparse.Namespace) -> list[tuple[SuiteScene, Setting, str, str]]:
-    """(scene, setting, clock, method) of every run, in order."""
+    """(scene, setting, clock, method) of every run, in order: setting by setting (a run stopped early has whole
+    settings), scene by scene within one."""
     clocks = ["steps", "time"] if args.clock == "both" else [args.clock]
     todo = []
-    for sc in scenes:
-        for name in args.settings:
-            st = SETTINGS[name]
+    for name in args.settings:
+        st = SETTINGS[name]
+        for sc in scenes:
             if st.low_label_only and not sc.low_label:
                 continue
             if not args.no_baselines:
@@ -423,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         key = (sc.name, st.name, clock, method)
         if key in done:
             results["runs"].append(done[key])
+            if method == "field":  # and the rows derived from that fit (fusion, ablations)
+                results["runs"] += [r for k, r in done.items() if k[:3] == key[:3] and k[3].startswith("field+")]
             continue
         if sc.name not in depth_of:
             depth_of[sc.name] = scene_has_depth(path)
