@@ -28,7 +28,7 @@ def write_tiny_scene(root: Path, n: int = 6, w: int = 32, h: int = 24) -> Path:
     return root
 
 
-def write_tiny_config(run: Path, scene: Path, batch_rays: int = 256) -> None:
+def write_tiny_config(run: Path, scene: Path, batch_rays: int = 256, depth_loss: bool = True) -> None:
     """A tiny model for tests: serve reuses RUN/config.json when it exists."""
     from labelfield.train.config import FitConfig
 
@@ -36,7 +36,7 @@ def write_tiny_config(run: Path, scene: Path, batch_rays: int = 256) -> None:
         scene=scene,
         out=run,
         batch_rays=batch_rays,
-        depth_loss=True,
+        depth_loss=depth_loss,
         progress=False,
         device="cpu",
         steps=2000,
@@ -241,3 +241,111 @@ def test_no_path_traversal_host_check_token_and_size_limit(server, tmp_path):
     status, _, headers = _get(tport, "/?token=s3cret")
     assert status == 200 and "labelfield_token=s3cret" in headers.get("set-cookie", "")
     assert _get(tport, "/api/status", {"Cookie": "labelfield_token=s3cret"})[0] == 200
+
+
+def _cloud(port, query=""):
+    from labelfield.serve.cloud import decode
+
+    status, body, headers = _get(port, "/api/cloud" + query)
+    assert status == 200, body[:200]
+    assert headers["content-type"] == "application/octet-stream"
+    return decode(body)
+
+
+def _check_cloud(header, arrays, engine, max_points):
+    from labelfield.serve.cloud import VOID_COLOR
+
+    n = header["count"]
+    assert 0 < n <= max_points
+    assert arrays["xyz"].shape == (n, 3) and arrays["xyz"].dtype == np.float32
+    assert np.isfinite(arrays["xyz"]).all()
+    assert {k: arrays[k].shape for k in ("rgb", "label_rgb", "label")} == {
+        "rgb": (n, 3),
+        "label_rgb": (n, 3),
+        "label": (n,),
+    }
+    label = arrays["label"].astype(np.int64)
+    assert set(np.unique(label)) <= set(engine.classes.ids) | {engine.classes.void_id}
+    want = engine.classes.colorize(label)
+    want[label == engine.classes.void_id] = VOID_COLOR
+    np.testing.assert_array_equal(arrays["label_rgb"], want)  # colour by label = the class table's colours
+    cams = header["cameras"]
+    assert [c["frame"] for c in cams] == list(range(len(engine.scene)))
+    for c, f in zip(cams, engine.scene.frames):
+        np.testing.assert_allclose(c["center"], f.c2w[:3, 3], atol=1e-4)
+        np.testing.assert_allclose(c["forward"], f.c2w[:3, 2], atol=1e-4)
+        assert np.asarray(c["corners"]).shape == (4, 3)
+    # the points lie where the cameras look: in front of at least one camera
+    front = [(arrays["xyz"] - f.c2w[:3, 3]) @ f.c2w[:3, 2] > 0 for f in engine.scene.frames]
+    assert np.any(front, axis=0).mean() > 0.99
+
+
+def test_cloud_endpoint_points_colours_cameras_and_bad_params(server):
+    start, engine = server
+    port = start()
+    header, arrays = _cloud(port)
+    assert header["depth"] == "scene" and header["frames"] == [0, 1, 2]
+    assert header["labels_from"]["none"] == 3 and (arrays["label"] == 0).all()  # no stroke yet: all void
+    _check_cloud(header, arrays, engine, 50_000)
+    assert not any(c["labelled"] for c in header["cameras"])
+    # a stroke: the worker fills in thumbnails (labels), the cloud takes them up, frame 1 is marked labelled
+    body = json.dumps({"frame": 1, "class_id": 2, "radius": 3, "points": [[4, 4], [20, 15]]})
+    assert _get(port, "/api/strokes", method="POST", body=body)[0] == 200
+    deadline = time.time() + 60
+    while len(engine.thumbs) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    header, arrays = _cloud(port, "?frames=1000&max_points=300")  # frames beyond the scene: all of them
+    assert header["frames"] == [0, 1, 2] and header["labels_from"]["thumbnail"] == 3
+    _check_cloud(header, arrays, engine, 300)
+    assert (arrays["label"] != 0).all()  # every point carries a predicted class
+    assert [c["labelled"] for c in header["cameras"]] == [False, True, False]
+    header, arrays = _cloud(port, "?frames=1&max_points=1")
+    assert header["frames"] == [0] and header["count"] == 1
+    for bad in [
+        "frames=0",
+        "frames=abc",
+        "frames=-1",
+        "frames=1.5",
+        "max_points=0",
+        "max_points=200001",
+        "max_points=1e3",
+        "max_points=",
+        "frames=99999999999",
+    ]:
+        status, body, _ = _get(port, "/api/cloud?" + bad)
+        assert status == 400 and b"must be a whole number" in body, bad
+
+
+def test_cloud_from_rendered_depth_when_the_scene_has_none(tmp_path):
+    """A scene without depth maps: the cloud's depth is the field's, rendered small on the worker."""
+    pytest.importorskip("starlette")
+    from labelfield.formats import load_scene
+    from labelfield.serve.cloud import RENDER_SIZE, CloudBuilder
+    from labelfield.serve.engine import Engine
+
+    scene_dir = write_tiny_scene(tmp_path / "scene", n=3)
+    scene = load_scene(scene_dir)
+    for f in scene.frames:
+        f.depth_path = None
+    write_tiny_config(tmp_path / "run", scene_dir, depth_loss=False)
+    engine = Engine(scene, scene_dir, tmp_path / "run", device="cpu", threads=1, train=False)
+    engine.start()
+    try:
+        # the untrained field: whatever it renders is finite, bounded, and made on the worker
+        header, arrays = CloudBuilder(engine).build(3, 500)
+        assert header["depth"] == "rendered" and header["labels_from"]["none"] == 3  # no stroke: no labels
+        assert sorted(engine.geometry) == [0, 1, 2]
+        assert max(engine.geometry[0].labels.shape) == min(RENDER_SIZE, max(scene.frames[0].size))
+        assert header["count"] <= 500 and np.isfinite(arrays["xyz"]).all()
+        # after a stroke the strip's thumbnails carry the rendered depth and the labels: no extra render
+        stroke = {"frame": 0, "class_id": 3, "radius": 2, "points": [[5, 5], [9, 5]]}
+        engine.store.add(parse_stroke(stroke, scene, engine.classes))
+        deadline = time.time() + 60
+        while len(engine.thumbs) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert all(p.depth is not None and p.depth.shape == p.labels.shape for p in engine.thumbs.values())
+        header, arrays = CloudBuilder(engine).build(3, 500)
+        assert header["labels_from"]["thumbnail"] == 3 and (arrays["label"] != 0).any()
+        assert np.isfinite(arrays["xyz"]).all() and header["count"] <= 500
+    finally:
+        engine.close()

@@ -1,8 +1,9 @@
 """`labelfield serve` in a real headless browser (Debian's chromium driven by Playwright), as a person uses it.
 
 Start serve on a tiny generated scene, paint a stroke on frame 0, pick another class and paint on frame 3,
-wait for the prediction overlay of an unlabelled frame, reload (strokes still there), kill -9 the server,
-restart it (strokes still there, training resumed), export and read the LABELS folder.
+wait for the prediction overlay of an unlabelled frame, open the 3D view (points drawn, click a camera),
+reload (strokes still there), kill -9 the server, restart it (strokes still there, training resumed), export
+and read the LABELS folder.
 Skips when Playwright or chromium is missing (`make browser` installs both). Screenshots go to tmp_path, or to
 $LABELFIELD_SCREENSHOTS when set.
 """
@@ -108,6 +109,57 @@ def wait_saved(page, run: Path, n: int) -> None:
     assert len([ln for ln in lines if '"op":"stroke"' in ln]) == n
 
 
+def check_3d_view(page, shots: Path) -> None:
+    """The 3D tab: the point cloud and the cameras are drawn, RGB colours switch, clicking a camera picks its
+    frame, and the 2D view comes back as it was."""
+    page.locator("#toggle3d").click()
+    page.wait_for_function("(document.body.dataset.cloudDrawn || '0:').split(':')[0] > 0", timeout=30000)
+    page.wait_for_timeout(300)
+    # pixels differing from the background (#111): points and frusta
+    drawn = page.evaluate(
+        """() => { const c = document.getElementById('cloud');
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== 17 || d[i+1] !== 17 || d[i+2] !== 17) n++;
+             return [n, c.width * c.height]; }"""
+    )
+    assert drawn[0] > 0.01 * drawn[1], drawn
+    page.screenshot(path=str(shots / "serve_3d.png"))
+    before = page.evaluate("document.body.dataset.cloudDrawn")
+    page.select_option("#cloud-color", "rgb")
+    page.wait_for_function(f"document.body.dataset.cloudDrawn !== {before!r}")
+    page.screenshot(path=str(shots / "serve_3d_rgb.png"))
+    # click the apex of a camera that is not the current frame: that frame becomes the current one
+    target = page.evaluate(
+        """() => { const V = window.labelfield3d, S = window.labelfield;
+             for (const c of V.camScreen) { const [x, y] = c.pts[0];
+               if (c.frame !== S.cur && pickCamera(x, y) === c.frame) return [c.frame, x, y]; }
+             return null; }"""
+    )
+    assert target is not None
+    box = page.locator("#cloud").bounding_box()
+    page.mouse.click(box["x"] + target[1], box["y"] + target[2])
+    page.wait_for_function(f"document.body.dataset.frame === '{target[0]}'")
+    # wheel zooms, drag orbits, shift-drag pans
+    view = "(() => { const V = window.labelfield3d; return [V.dist, V.yaw, V.pitch, ...V.target]; })()"
+    v0 = page.evaluate(view)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, 300)
+    page.mouse.down()
+    page.mouse.move(cx + 80, cy + 40, steps=4)
+    page.mouse.up()
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy + 40, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    v1 = page.evaluate(view)
+    assert v1[0] > v0[0] and v1[1] != v0[1] and v1[2] != v0[2] and v1[3:] != v0[3:], (v0, v1)
+    assert page.evaluate("document.body.dataset.frame") == str(target[0])  # drags pick no camera
+    page.locator("#toggle3d").click()
+    assert page.evaluate("document.body.dataset.view") == "2d" and page.locator("#view3d").is_hidden()
+
+
 def test_paint_propagate_reload_kill_restart_export(tmp_path):
     from test_serve import write_tiny_config, write_tiny_scene
 
@@ -149,6 +201,7 @@ def test_paint_propagate_reload_kill_restart_export(tmp_path):
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "serve_confidence.png"))
             page.keyboard.press("v")
+            check_3d_view(page, shots)
             # reload: the strokes are still there, pixel for pixel
             page.reload()
             page.wait_for_function("document.body.dataset.ready === '1'")

@@ -54,7 +54,10 @@ class Intrinsics:
 
         Pixel centres sit at integers, so the principal point scales about -0.5, the image's outer edge.
         """
-        w, h = round(self.width * factor), round(self.height * factor)
+        return self.resized(round(self.width * factor), round(self.height * factor))
+
+    def resized(self, w: int, h: int) -> Intrinsics:
+        """Intrinsics of the image resized to w x h (pixel centres at integers, as in `scaled`)."""
         sx, sy = w / self.width, h / self.height
         return replace(
             self,

@@ -1,9 +1,9 @@
 """Export `ply`: a labelled point cloud fused from the LABELS folder's rendered depth, voxel-downsampled.
 
 Every pixel with depth > 0 of every frame is back-projected with its pose and intrinsics from frames.json
-(`cameras.unproject_depth`) and falls into a voxel of edge `voxel_size` metres. Per voxel we keep the mean
-position, the mean colour, and the majority class id (votes over all pixels that landed in it). Frames are
-reduced to voxels one at a time and merged, so memory follows the number of occupied voxels, not pixels.
+and falls into a voxel of edge `voxel_size` metres (`labelfield.pointcloud`, shared with serve's 3D view). Per
+voxel we keep the mean position, the mean colour, and the majority class id (votes over all pixels that landed
+in it). Frames are reduced to voxels one at a time and merged, so memory follows occupied voxels, not pixels.
 
 PLY (binary little-endian, via plyfile), one `vertex` element with
     x, y, z   float32 world coordinates (metres, the scene's frame)
@@ -18,77 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from labelfield.cameras import unproject_depth
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_path
 from labelfield.labelset import LabelSet
+from labelfield.pointcloud import VoxelAccumulator, auto_voxel_size, frame_points
 from labelfield.progress import Progress, ProgressFn
-
-_OFFSET = 1 << 20  # voxel coordinates are stored in 21 bits each -> one int64 key per voxel
-
-
-class _VoxelAccumulator:
-    """Sums of position and colour, pixel counts, and (voxel, class) vote counts, keyed by voxel."""
-
-    def __init__(self, voxel_size: float) -> None:
-        self.voxel = float(voxel_size)
-        self.keys = np.zeros(0, np.int64)
-        self.xyz = np.zeros((0, 3), np.float64)
-        self.rgb = np.zeros((0, 3), np.float64)
-        self.n = np.zeros(0, np.int64)
-        self.vote_keys = np.zeros(0, np.int64)
-        self.vote_cls = np.zeros(0, np.int64)
-        self.vote_n = np.zeros(0, np.int64)
-        self.pending: list[tuple[np.ndarray, ...]] = []
-
-    def _key(self, xyz: np.ndarray) -> np.ndarray:
-        ijk = np.floor(xyz / self.voxel).astype(np.int64) + _OFFSET
-        if ijk.min(initial=0) < 0 or ijk.max(initial=0) >= 2 * _OFFSET:
-            raise LabelfieldError(f"point cloud too large for voxel size {self.voxel} m (use a larger --voxel-size)")
-        return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
-
-    @staticmethod
-    def _reduce(keys, xyz, rgb, n, vk, vc, vn):
-        uk, inv = np.unique(keys, return_inverse=True)
-        sx = np.stack([np.bincount(inv, xyz[:, d], len(uk)) for d in range(3)], 1)
-        sc = np.stack([np.bincount(inv, rgb[:, d], len(uk)) for d in range(3)], 1)
-        sn = np.bincount(inv, n, len(uk)).astype(np.int64)
-        pair = np.stack([vk, vc], 1)
-        up, pinv = np.unique(pair, axis=0, return_inverse=True)
-        pn = np.bincount(pinv.ravel(), vn, len(up)).astype(np.int64)
-        return uk, sx, sc, sn, up[:, 0], up[:, 1], pn
-
-    def add(self, xyz: np.ndarray, rgb: np.ndarray, cls: np.ndarray) -> None:
-        """Add points (P, 3) metres, colours (P, 3) 0..255, class ids (P,)."""
-        if len(xyz) == 0:
-            return
-        k = self._key(xyz)
-        ones = np.ones(len(k), np.int64)
-        self.pending.append(self._reduce(k, xyz, rgb.astype(np.float64), ones, k, cls.astype(np.int64), ones))
-        # merging re-sorts everything: do it only when the pending frames outgrow the merged set
-        if sum(len(p[0]) for p in self.pending) > max(len(self.keys), 1 << 20):
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        current = (self.keys, self.xyz, self.rgb, self.n, self.vote_keys, self.vote_cls, self.vote_n)
-        merged = [np.concatenate(parts) for parts in zip(current, *self.pending)]
-        (self.keys, self.xyz, self.rgb, self.n, self.vote_keys, self.vote_cls, self.vote_n) = self._reduce(*merged)
-        self.pending = []
-
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(V, 3) float32 mean positions, (V, 3) uint8 mean colours, (V,) majority class per voxel."""
-        self._flush()
-        xyz = (self.xyz / self.n[:, None]).astype(np.float32)
-        rgb = (self.rgb / self.n[:, None]).round().clip(0, 255).astype(np.uint8)
-        # votes are sorted by (voxel key, class); pick, per voxel, the class with most votes (ties: lowest id)
-        order = np.lexsort((-self.vote_n, self.vote_keys))
-        vk = self.vote_keys[order]
-        first = np.r_[True, vk[1:] != vk[:-1]]
-        best_keys, best_cls = vk[first], self.vote_cls[order][first]
-        cls = best_cls[np.searchsorted(best_keys, self.keys)]
-        return xyz, rgb, cls
 
 
 def fuse_points(
@@ -98,7 +32,7 @@ def fuse_points(
     names = [n for n in labelset.names if (labelset.root / "depth" / f"{n}.png").is_file()]
     if not names:
         raise LabelfieldError("no rendered depth (depth/) to fuse a point cloud from", labelset.root)
-    acc: _VoxelAccumulator | None = None
+    acc: VoxelAccumulator | None = None
     for k, name in enumerate(names):
         if on_progress is not None:
             on_progress(Progress("fuse", k + 1, len(names), "frames"))  # frame k + 1 of n under way
@@ -111,16 +45,14 @@ def fuse_points(
         rgb = labelset.load_rgb(name)
         if rgb is None:
             rgb = labelset.classes.colorize(lab)
-        ok = depth > 0
-        pts = unproject_depth(depth.astype(np.float64), intr, c2w)[ok]
+        pts, col, cls = frame_points(depth, intr, c2w, rgb, lab)
         if acc is None:  # auto voxel: 1/256 of the first frame's extent (a few mm indoors)
             if voxel_size is None:
-                ext = float(np.linalg.norm(pts.max(0) - pts.min(0))) if len(pts) else 1.0
-                voxel_size = max(ext / 256.0, 1e-4)
+                voxel_size = auto_voxel_size(pts)
             if voxel_size <= 0:
                 raise LabelfieldError(f"--voxel-size must be positive, got {voxel_size}")
-            acc = _VoxelAccumulator(voxel_size)
-        acc.add(pts, rgb[ok], lab[ok])
+            acc = VoxelAccumulator(voxel_size)
+        acc.add(pts, col, cls)
     assert acc is not None
     xyz, rgb, cls = acc.result()
     if len(xyz) == 0:

@@ -8,6 +8,7 @@ Security (the page can write files, so):
 - every file served is resolved and must lie inside the package's static folder or the scene folder;
   frame images are addressed by index only;
 - request bodies are limited (`MAX_BODY`, 413 above it), strokes to `strokes.MAX_POINTS` points.
+- the 3D view's cloud is capped at `cloud.MAX_POINTS` points; bad query numbers are refused (400).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from labelfield.scene import ClassTable
+from labelfield.serve.cloud import CloudBuilder, parse_cloud_query
 from labelfield.serve.engine import Engine
 from labelfield.serve.exporting import Exporter, check_formats
 from labelfield.serve.strokes import parse_stroke
@@ -160,6 +162,15 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
     scene = engine.scene
     image_cache: dict[tuple[int, str], bytes] = {}
 
+    def scene_file_ok(path: Path | None) -> bool:
+        """A frame's file may be read for the page only from inside the scene folder."""
+        if path is None or scene.root is None:
+            return True
+        root, p = Path(scene.root).resolve(), Path(path).resolve()
+        return p == root or root in p.parents
+
+    clouds = CloudBuilder(engine, scene_file_ok)
+
     def err(status: int, msg: str) -> JSONResponse:
         return JSONResponse({"error": msg}, status_code=status)
 
@@ -231,11 +242,8 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
         kind = "thumb" if request.query_params.get("size") == "thumb" else "full"
         if (i, kind) not in image_cache:
             f = scene.frames[i]
-            if f.rgb_path is not None and scene.root is not None:  # the file must live inside the scene folder
-                root = Path(scene.root).resolve()
-                rp = Path(f.rgb_path).resolve()
-                if rp != root and root not in rp.parents:
-                    return err(403, "frame image lies outside the scene folder")
+            if not scene_file_ok(f.rgb_path):
+                return err(403, "frame image lies outside the scene folder")
             rgb = f.load_rgb()
             if kind == "thumb":
                 im = Image.fromarray(rgb)
@@ -280,6 +288,18 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
         if p is None:
             return Response(status_code=204)
         return png(png_bytes(rgba_labels(p.labels, engine.classes)), **{"x-step": str(p.step)})
+
+    def cloud(request: Request) -> Response:
+        """The 3D view's points and cameras (binary; format in serve/cloud.py)."""
+        try:
+            k, max_points = parse_cloud_query(request.query_params, len(scene))
+        except ValueError as e:
+            return err(400, str(e))
+        try:
+            data = clouds.response(k, max_points)
+        except TimeoutError as e:
+            return err(503, str(e))
+        return Response(data, media_type="application/octet-stream", headers={"cache-control": "no-store"})
 
     # -- changes ---------------------------------------------------------------------------------
     async def add_stroke(request: Request) -> JSONResponse:
@@ -350,6 +370,7 @@ def make_app(engine: Engine, token: str | None = None, loopback: bool = True) ->
         Route("/api/frame/{i:int}/strokes", strokes_png),
         Route("/api/frame/{i:int}/pred", pred),
         Route("/api/frame/{i:int}/thumbpred", thumb_pred),
+        Route("/api/cloud", cloud),
         Route("/api/strokes", add_stroke, methods=["POST"]),
         Route("/api/undo", undo, methods=["POST"]),
         Route("/api/classes", set_classes, methods=["POST"]),

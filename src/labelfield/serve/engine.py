@@ -56,7 +56,9 @@ SERVE_FILE = "serve.json"  # marks a run folder written by serve
 
 @dataclass
 class Prediction:
-    """A rendered prediction of one frame at some size: labels (h, w) original ids, confidence (h, w) in [0, 1]."""
+    """A rendered prediction of one frame at some size: labels (h, w) original ids, confidence (h, w) in [0, 1];
+    depth (h, w) z-depth in metres (0 = no surface), rendered only for frames whose scene has no depth (the
+    3D view's geometry), else None."""
 
     frame: int
     step: int
@@ -64,6 +66,7 @@ class Prediction:
     labels: np.ndarray
     confidence: np.ndarray
     opacity: np.ndarray
+    depth: np.ndarray | None = None
 
 
 @dataclass
@@ -181,6 +184,7 @@ class Engine:
         self.steps_per_s = 0.0
         self.previews: dict[int, Prediction] = {}
         self.thumbs: dict[int, Prediction] = {}
+        self.geometry: dict[int, Prediction] = {}  # small depth renders for the 3D view (scenes without depth)
         self.first_stroke_time: float | None = None
         self.first_propagated: float | None = None  # seconds from the first stroke to the first preview
         self._applied_version = -1
@@ -380,10 +384,13 @@ class Engine:
         scale = min(1.0, size / max(intr.width, intr.height))
         if scale < 1.0:
             intr = intr.scaled(scale)
-        # the inference-only path (no colour head, no autograd): what a label preview needs and nothing more
-        out = render_labels_image(self.model, intr, f.c2w, chunk=16384, device=self.device)
+        # the inference-only path (no colour head, no autograd): what a label preview needs and nothing more,
+        # plus depth where the scene has none (the 3D view's points; a weighted sum per ray, nearly free)
+        want_depth = not f.has_depth()
+        out = render_labels_image(self.model, intr, f.c2w, depth=want_depth, chunk=16384, device=self.device)
         labels, conf = labels_from_render(out, self.classes)
-        return Prediction(frame, self.step, time.time(), labels, conf, out["opacity"].numpy())
+        depth = out["depth"].numpy().astype(np.float32) if want_depth else None
+        return Prediction(frame, self.step, time.time(), labels, conf, out["opacity"].numpy(), depth)
 
     def _has_labels(self) -> bool:
         return self.dataset.num_labelled_pixels > 0
@@ -427,6 +434,26 @@ class Engine:
         self._note_propagated(i)
         return True
 
+    def latest_prediction(self, frame: int) -> Prediction | None:
+        """The newest rendered prediction of `frame` (its thumbnail or its preview; the thumbnail on a tie)."""
+        found = [p for p in (self.thumbs.get(frame), self.previews.get(frame)) if p is not None]
+        return max(found, key=lambda p: p.step) if found else None
+
+    def geometry_of(self, frame: int, size: int, max_age_s: float) -> Prediction:
+        """A small render of `frame` (labels, and depth where the scene has none) for the 3D view, made on the
+        worker unless one younger than `max_age_s` (or of the current step) is cached. One frame per call, so
+        training goes on between the frames of a request."""
+        old = self.geometry.get(frame)
+        if old is not None and (time.time() - old.time < max_age_s or old.step == self.step):
+            return old
+
+        def _do() -> Prediction:
+            p = self._render(frame, size)
+            self.geometry[frame] = p
+            return p
+
+        return self.call(_do)
+
     def frame_confidence(self) -> dict[int, float]:
         """Mean confidence of each frame's latest thumbnail (lower: label here next)."""
         return {i: float(p.confidence.mean()) for i, p in list(self.thumbs.items())}
@@ -448,6 +475,7 @@ class Engine:
             self._write_scene_info()
             self.previews.clear()
             self.thumbs.clear()
+            self.geometry.clear()
 
         self.call(_do)
 
