@@ -14,7 +14,9 @@ What it does, all in one process so the figures are comparable:
    averaged), loss, backward and Adam. The backward is split by timing the backward of the encoding and of
    the MLPs alone on the same inputs (the rest is compositing + loss). The unsplit step is timed too.
 3. One frame (the scene's frame `--frame`) rendered by `NGPModel.render_labels` (inference path of annotate:
-   labels + confidence, no colour head), stage by stage, and by the old `render_image`.
+   labels + confidence, no colour head), stage by stage (its `stage` hook), and whole by `render_labels_image`,
+   interleaved with the same render on the PyTorch references of the compositing / rounds / MLP / labels
+   kernels ($LABELFIELD_COMPOSITE=torch, $LABELFIELD_MLP=torch) and with the old `render_image`.
 4. Fixed cost: the same training step with 64 rays (Python, dispatch and allocation overhead per step).
 
 FLOPs and bytes are analytic estimates per stage (formulas in `stage_costs`): the multiply-adds of the MLPs,
@@ -47,7 +49,6 @@ from rich.table import Table  # noqa: E402
 
 from labelfield.io import atomic_path  # noqa: E402
 from labelfield.render.chunked import render_image, render_labels_image  # noqa: E402
-from labelfield.render.composite import accumulate, render_weights  # noqa: E402
 from labelfield.train.losses import compute_losses  # noqa: E402
 
 
@@ -160,58 +161,30 @@ def staged_train_step(model, dataset, optimizer, config, sampler, step: int, st:
 
 
 def staged_frame(model, intrinsics, c2w, st: Stages, chunk: int = 1 << 16) -> int:
-    """`NGPModel.render_labels` (labels + confidence) for a whole frame, stage by stage. Returns samples."""
-    model.eval()
+    """`NGPModel.render_labels` (labels + confidence) for a whole frame, stage by stage (its `stage` hook).
 
-    def timed_geometry(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with st("encoding"):
-            h = model.encoding(model._normalise(x).contiguous())
-        with st("MLPs"):
-            return model.density_head(h)
-
-    st.order += [k for k in ("rays", "marching", "encoding", "MLPs") if k not in st.order]
-    model.geometry = timed_geometry  # an instance attribute: shadows the method for this function only
-    try:
-        total = _staged_frame(model, intrinsics, c2w, st, chunk)
-    finally:
-        del model.geometry
-    return total
-
-
-def _staged_frame(model, intrinsics, c2w, st: Stages, chunk: int) -> int:
+    Returns the number of packed samples the marcher gave (before the early stop)."""
     from labelfield.cameras import frame_rays
-    from labelfield.models.base import semantic_outputs
 
+    model.eval()
     total = 0
-    with torch.inference_mode():
-        with st("rays"):
-            rays_o, rays_d, _ = frame_rays(intrinsics, c2w)
-        for i in range(0, rays_o.shape[0], chunk):
-            ro, rd = rays_o[i : i + chunk], rays_d[i : i + chunk]
-            n = ro.shape[0]
-            with st("marching"):
-                t_starts, t_ends, ri = model.march(ro, rd)
-            # render_labels' front-to-back rounds, with the encoding and the MLP timed inside them
-            inner = {k: (st.wall[k], st.cpu[k]) for k in ("encoding", "MLPs")}
-            c, t = time.process_time(), time.perf_counter()
-            t_starts, t_ends, ri, sigma, g = model._geometry_early_stop(ro, rd, t_starts, t_ends, ri, 1e-4)
-            wall, cpu = time.perf_counter() - t, time.process_time() - c
-            name = "early-stop rounds (bookkeeping)"
-            if name not in st.order:
-                st.order.append(name)
-            st.wall[name] += wall - sum(st.wall[k] - inner[k][0] for k in inner)
-            st.cpu[name] += cpu - sum(st.cpu[k] - inner[k][1] for k in inner)
-            with st("compositing"):
-                w = render_weights(t_starts, t_ends, sigma, ri, n)
-                tau = accumulate(sigma * (t_ends - t_starts), None, ri, n)
-                opacity = accumulate(w, None, ri, n)
-                lin = model.semantic_head.net[-1]
-                logits = torch.addmm(opacity[:, None] * lin.bias, accumulate(w, g, ri, n), lin.weight.T)
-            with st("labels (softmax, argmax)"):
-                log_p = semantic_outputs(logits, opacity, tau, model.background_class_index)["log_probs"]
-                best, label = log_p.max(-1)
-                best.exp()
-            total += int(ri.numel())
+    march = model.march
+
+    def counted_march(*a, **k):
+        nonlocal total
+        out = march(*a, **k)
+        total += int(out[2].numel())
+        return out
+
+    model.march = counted_march  # an instance attribute: shadows the method for this function only
+    try:
+        with torch.inference_mode():
+            with st("rays"):
+                rays_o, rays_d, _ = frame_rays(intrinsics, c2w)
+            for i in range(0, rays_o.shape[0], chunk):
+                model.render_labels(rays_o[i : i + chunk], rays_d[i : i + chunk], stage=st)
+    finally:
+        del model.march
     return total
 
 
@@ -256,9 +229,12 @@ def stage_costs(model, n_rays: int, n_samples: int, train: bool) -> dict[str, tu
             }
         )
     else:
-        out["labels (softmax, argmax)"] = (n * 10 * model.num_classes, n * 4 * 2 * model.num_classes)
+        out["labels (semantic head, argmax)"] = (
+            n * (10 + 2 * c.geo_feat_dim) * model.num_classes,
+            n * 4 * (2 * model.num_classes + geo),
+        )
         out["rays"] = (n * 40, n * 28)
-        out["early-stop rounds (bookkeeping)"] = (S * 10, S * 60)  # rank, masks, gathers, sort (rough)
+        out["early-stop rounds (bookkeeping)"] = (S * 10, S * 36)  # select: indices, midpoints, positions (rough)
     return out
 
 
@@ -336,25 +312,32 @@ def occupancy_from_depth(model, scene, stride: int = 4) -> None:
     occ.mark_changed()
 
 
-def compare(variants: dict[str, str], fn, reps: int, pass_name: bool = False) -> dict[str, dict[str, float]]:
-    """Run fn(k[, name]) `reps` times per variant, round-robin (so load changes hit all alike), with
-    $LABELFIELD_MARCH set to each variant's value. Returns name -> mean wall and CPU seconds per call."""
+REFERENCES = {"LABELFIELD_COMPOSITE": "torch", "LABELFIELD_MLP": "torch"}  # the PyTorch paths of the new kernels
+_ENV_KEYS = ("LABELFIELD_MARCH", *REFERENCES)
+
+
+def compare(variants: dict[str, dict[str, str]], fn, reps: int, pass_name: bool = False) -> dict[str, dict[str, float]]:
+    """Run fn(k[, name]) `reps` times per variant, round-robin (so load changes hit all alike), with the
+    variant's environment ($LABELFIELD_MARCH / _COMPOSITE / _MLP = "torch": that stage's PyTorch reference).
+    Returns name -> mean wall and CPU seconds per call."""
     out = {name: {"wall": 0.0, "cpu": 0.0} for name in variants}
-    saved = os.environ.get("LABELFIELD_MARCH")
+    saved = {k: os.environ.get(k) for k in _ENV_KEYS}
     try:
         for k in range(reps + 1):  # round 0 warms up
-            for name, march in variants.items():
-                os.environ["LABELFIELD_MARCH"] = march
+            for name, env in variants.items():
+                for key in _ENV_KEYS:
+                    os.environ[key] = env.get(key, "")
                 c, t = time.process_time(), time.perf_counter()
                 fn(k, name) if pass_name else fn(k)
                 if k > 0:
                     out[name]["wall"] += (time.perf_counter() - t) / reps
                     out[name]["cpu"] += (time.process_time() - c) / reps
     finally:
-        if saved is None:
-            os.environ.pop("LABELFIELD_MARCH", None)
-        else:
-            os.environ["LABELFIELD_MARCH"] = saved
+        for key, v in saved.items():
+            if v is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = v
     return out
 
 
@@ -450,7 +433,11 @@ def main() -> None:
         losses.total.backward()
         optimizer.step()
 
-    train_cmp = compare({"before": "torch", "after": ""}, unsplit, args.steps)
+    train_cmp = compare(
+        {"before": {"LABELFIELD_MARCH": "torch"}, "after: reference compositing": REFERENCES, "after": {}},
+        unsplit,
+        args.steps,
+    )
     step_wall, step_cpu = train_cmp["after"]["wall"], train_cmp["after"]["cpu"]
     staged_total = sum(v for k, v in st.wall.items() if not k.startswith("  ")) / args.steps
     n_samples = int(np.mean(samples))
@@ -462,7 +449,8 @@ def main() -> None:
         f"{1e3 * staged_total:.0f} ms, unsplit {1e3 * step_wall:.0f} ms = {1 / step_wall:.2f} steps/s, "
         f"{args.batch_rays / step_wall:,.0f} rays/s, {step_cpu / step_wall:.2f} cores; fixed cost (64 rays) "
         f"{fixed_ms:.0f} ms; before (reference marcher, interleaved): {1e3 * train_cmp['before']['wall']:.0f} ms "
-        f"wall, {1e3 * train_cmp['before']['cpu']:.0f} ms CPU; after {1e3 * step_cpu:.0f} ms CPU",
+        f"wall, {1e3 * train_cmp['before']['cpu']:.0f} ms CPU; after {1e3 * step_cpu:.0f} ms CPU (with the PyTorch "
+        f"compositing: {1e3 * train_cmp['after: reference compositing']['cpu']:.0f} ms CPU)",
         train_rows,
     )
 
@@ -477,9 +465,10 @@ def main() -> None:
     frame_rows = table_rows(fst, args.frames, stage_costs(model, n_px, fsamples, train=False), peak, frame_total)
     frame_cmp = compare(
         {
-            "before: render_image, reference marcher": "torch",
-            "after: labels + confidence": "",
-            "after: + rgb + depth": "",
+            "before: render_image, reference marcher": {"LABELFIELD_MARCH": "torch"},
+            "after: labels + confidence, PyTorch compositing/rounds/MLP/labels": REFERENCES,
+            "after: labels + confidence": {},
+            "after: + rgb + depth": {},
         },
         lambda k, which: (
             render_image(model, frame.intrinsics, frame.c2w)

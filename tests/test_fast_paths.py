@@ -75,6 +75,49 @@ def test_march_kernel_matches_reference(stratified: bool, early_stop: float | No
         assert torch.equal(a, b)
 
 
+def _sparse_grid(res: int = 64) -> OccupancyGrid:
+    """A room-like grid: occupied shell (walls) and two blobs, the rest empty (the kernel skips empty blocks)."""
+    aabb = torch.tensor([[-1.0, -0.5, -1.2], [1.0, 0.8, 1.0]])
+    grid = OccupancyGrid(aabb, res, threshold=0.5)
+    c = (torch.arange(res) + 0.5) / res
+    x, y, z = torch.meshgrid(c, c, c, indexing="ij")
+    wall = (torch.stack([x, y, z]) - 0.5).abs().amax(0) > 0.45
+    blob = ((x - 0.3) ** 2 + (y - 0.6) ** 2 + (z - 0.4) ** 2 < 0.01) | ((x - 0.7) ** 2 + (z - 0.7) ** 2 < 0.004)
+    occ = (wall | blob).reshape(-1)
+    grid.density.copy_(torch.where(occ, 3.0, 0.0))
+    grid.binary.copy_(occ)
+    grid.mark_changed()
+    return grid
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+@pytest.mark.parametrize("early_stop", [None, 1e-4])
+def test_march_kernel_matches_reference_sparse_grid(stratified: bool, early_stop: float | None) -> None:
+    """Mostly empty space: the kernel's skipping of empty blocks changes no sample (bitwise)."""
+    grid = _sparse_grid()
+    g = torch.Generator().manual_seed(5)
+    n = 3000
+    o = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([1.8, 1.1, 2.0]) + torch.tensor([0.0, 0.15, -0.1])
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    o[:200] = torch.tensor([0.0, 0.1, 0.0]) + torch.randn(200, 3, generator=g) * 2.0  # some from outside
+    d[200:260] = torch.tensor([0.0, 0.0, 1.0])  # axis-parallel rays
+    d[260:300] = torch.nn.functional.normalize(torch.tensor([1.0, 1e-7, 0.0]), dim=0)  # near-grazing
+    o[300:340] = torch.tensor([0.25, 0.0, 0.0])  # on a block face (x = 0.625 normalised, 40 / 64 cells)
+    step = 0.9 * float((grid.aabb[1] - grid.aabb[0]).norm()) / 256
+    common = dict(near=0.0, stratified=stratified, max_samples_per_ray=32)
+    ref = march_rays(
+        o, d, grid.aabb, step, occupied_fn=grid.is_occupied,
+        proxy_density_fn=None if early_stop is None else grid.proxy_density, early_stop_eps=early_stop or 1e-4,
+        near_occupied_fn=grid.is_occupied_near, generator=torch.Generator().manual_seed(3), **common,
+    )  # fmt: skip
+    got = marching.march_grid(
+        o, d, grid.aabb, step, grid, early_stop_eps=early_stop, generator=torch.Generator().manual_seed(3), **common
+    )
+    assert ref[0].numel() > 5000
+    for a, b in zip(ref, got):
+        assert torch.equal(a, b)
+
+
 def test_march_kernel_empty_inputs() -> None:
     grid = _grid()
     o, d = torch.zeros(0, 3), torch.zeros(0, 3)

@@ -95,8 +95,13 @@ def read_image(path: str | Path) -> np.ndarray:
         raise LabelfieldError(f"unreadable image ({e})", path) from e
 
 
-def write_image(path: str | Path, array: np.ndarray, palette: np.ndarray | None = None) -> None:
-    """Write an image atomically. uint16 single-channel stays 16-bit; `palette` (K,3) makes an indexed PNG."""
+def write_image(
+    path: str | Path, array: np.ndarray, palette: np.ndarray | None = None, compress_level: int | None = None
+) -> None:
+    """Write an image atomically. uint16 single-channel stays 16-bit; `palette` (K,3) makes an indexed PNG.
+
+    compress_level: PNG zlib level 0-9 (None: Pillow's default, 6). Photographs (rgb, overlay) at 1 encode ~5x
+    faster for ~10 % more bytes (320x240: 8 instead of 42 CPU-ms), which matters on the annotate path."""
     array = np.ascontiguousarray(array)
     if array.dtype == np.uint16:
         im = Image.fromarray(array)
@@ -108,8 +113,9 @@ def write_image(path: str | Path, array: np.ndarray, palette: np.ndarray | None 
         pal[: len(palette)] = np.asarray(palette, np.uint8)[:256]
         im.putpalette(pal.reshape(-1).tolist())
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower(), "PNG")
+    opts = {"compress_level": compress_level} if compress_level is not None and fmt == "PNG" else {}
     with atomic_path(path) as tmp:
-        im.save(tmp, format=fmt)
+        im.save(tmp, format=fmt, **opts)
 
 
 def paths_overlap(a: str | Path, b: str | Path) -> bool:

@@ -93,6 +93,10 @@ def _overlay(image: np.ndarray, color: np.ndarray, labels: np.ndarray, alpha: fl
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+PHOTO_PNG_LEVEL = 1
+"""zlib level of the photograph-like PNGs (overlay, rgb): 5x less CPU than the default 6 for ~10 % more bytes."""
+
+
 def write_frame(
     out_dir: str | Path,
     name: str,
@@ -124,9 +128,10 @@ def write_frame(
     write_image(out / "labels_color" / f"{name}.png", color)
     base = image if image is not None else rgb
     if base is not None and overlay:
-        write_image(out / "overlay" / f"{name}.png", _overlay(np.asarray(base), color, labels, overlay_alpha))
+        overlay_img = _overlay(np.asarray(base), color, labels, overlay_alpha)
+        write_image(out / "overlay" / f"{name}.png", overlay_img, compress_level=PHOTO_PNG_LEVEL)
     if rgb is not None:
-        write_image(out / "rgb" / f"{name}.png", np.asarray(rgb, np.uint8))
+        write_image(out / "rgb" / f"{name}.png", np.asarray(rgb, np.uint8), compress_level=PHOTO_PNG_LEVEL)
     if depth is not None:
         write_image(out / "depth" / f"{name}.png", depth_to_mm(depth))
     if confidence is not None:

@@ -3,8 +3,8 @@
 `march_grid(...)` returns exactly what `render.sampling.march_rays` returns when given the grid's
 `is_occupied`, `proxy_density` and `is_occupied_near` (the reference; tested equal), without its Python-level
 block bookkeeping: measured on the demo room (320x240 frame, 2 threads) marching fell from ~60 % of a
-rendered frame to a few %. Each ray is walked step by step in C++ (OpenMP over rays), twice: once to count
-its samples, once to write them packed.
+rendered frame to a few %. Each ray is walked step by step in C++ (OpenMP over rays): once to count its
+samples, then again only between its first and last sample to write them packed.
 
 `available()` says whether the kernel builds here; `NGPModel.march` uses it for CPU float32 rays and falls back
 to the reference otherwise ($LABELFIELD_MARCH=torch forces the reference, for comparisons).
@@ -27,7 +27,7 @@ def _lib() -> ctypes.CDLL:
     lib = _build.load_library("march")
     if not getattr(lib, "_lf_typed", False):
         p, i64, i32, f32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double
-        lib.lf_march.argtypes = [i64, p, p, p, p, p, p, f32, p, i32, p, p, f32, f64, i32, i64, p, p, p, p, p, i32]
+        lib.lf_march.argtypes = [i64, p, p, p, p, p, p, f32, p, i32, p, p, f32, f64, i32, i64, p, p, p, p, p, p, i32]
         lib.lf_march.restype = ctypes.c_int
         lib._lf_typed = True
     return lib
@@ -86,6 +86,7 @@ def march_grid(
         threshold = -math.log(early_stop_eps) if stop else 0.0
         k_max = int(max_samples_per_ray) if max_samples_per_ray is not None else 0
         counts = torch.empty(n_rays, dtype=torch.int64)
+        steps = torch.empty(n_rays, 3, dtype=torch.int64)  # first / after-last kept step, count before thinning
         lib, nt = _lib(), torch.get_num_threads()
         args = (
             n_rays,
@@ -104,15 +105,17 @@ def march_grid(
             threshold,
             int(stop),
             k_max,
+            counts.data_ptr(),
+            steps.data_ptr(),
         )
-        if lib.lf_march(*args, counts.data_ptr(), None, None, None, None, nt) != 0:
+        if lib.lf_march(*args, None, None, None, None, nt) != 0:
             raise RuntimeError("march kernel failed (count pass)")
         offsets = torch.cumsum(counts, 0) - counts
         total = int(counts.sum()) if n_rays else 0
         ts = torch.empty(total, dtype=torch.float32)
         te = torch.empty(total, dtype=torch.float32)
         ri = torch.empty(total, dtype=torch.int64)
-        if total and lib.lf_march(*args, None, offsets.data_ptr(), ts.data_ptr(), te.data_ptr(), ri.data_ptr(), nt):
+        if total and lib.lf_march(*args, offsets.data_ptr(), ts.data_ptr(), te.data_ptr(), ri.data_ptr(), nt):
             raise RuntimeError("march kernel failed (write pass)")
     return ts, te, ri
 

@@ -3,7 +3,7 @@
 Pipeline of `render_rays` (tensor vocabulary of docs/architecture.md):
     march_rays (occupancy-culled, packed t_starts, t_ends, ray_indices) -> sample midpoints x (n_samples, 3)
     -> hash encoding of (x - aabb_min) / aabb_size -> DensityHead: sigma, geometry features g
-    -> ColorHead(g, SH(d)) per sample -> render_weights -> accumulate rgb, depth, opacity
+    -> ColorHead(g, SH(d)) per sample -> composite (weights; per ray rgb, depth, opacity, semantic features)
     -> semantics (below) -> background for the remaining transmittance.
 
 Semantic logits (`semantic_head`): Semantic-NeRF composites per-sample logits, z = sum_i w_i s(x_i). With a
@@ -18,17 +18,21 @@ position only.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 
 from labelfield.field.encodings import SphericalHarmonics
 from labelfield.field.hashgrid import HashGrid
 from labelfield.field.heads import ColorHead, DensityHead, SemanticHead
+from labelfield.field.mlp_kernel import density_inference, mlp_inference
 from labelfield.models import marching
 from labelfield.models.base import Model, semantic_outputs
 from labelfield.models.configs import NGPConfig
-from labelfield.render.composite import accumulate, ray_starts, render_weights
+from labelfield.render.composite import accumulate
+from labelfield.render.composite_kernel import RoundCompositor, composite, labels_from_features
 from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays
 
@@ -196,23 +200,28 @@ class NGPModel(Model):
         background: torch.Tensor | None = None,
         return_samples: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Per-sample sigma (S,), g (S, geo), rgb_s (S, 3) -> the per-ray outputs of render_rays."""
+        """Per-sample sigma (S,), g (S, geo), rgb_s (S, 3) -> the per-ray outputs of render_rays.
+
+        One `composite` call (C++ kernel on CPU float32, else the PyTorch reference) over [semantic feature, rgb]:
+        the geometry features g for the per-ray semantic head, the per-sample logits otherwise.
+        """
         n = rays_o.shape[0]
-        t_mid = 0.5 * (t_starts + t_ends)
-        weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
-        total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
-        opacity = accumulate(weights, None, ray_indices, n)
-        if self.config.semantic_head == "per_ray":
-            g_ray = accumulate(weights, g, ray_indices, n)
+        per_ray = self.config.semantic_head == "per_ray"
+        sem = g if per_ray else self.semantic_head(g)
+        k = sem.shape[1]
+        comp = composite(t_starts, t_ends, sigma, ray_indices, n, torch.cat([sem, rgb_s], 1))
+        weights, opacity, total_tau = comp.weights, comp.opacity, comp.tau
+        sem_ray, rgb_ray = comp.acc[:, :k], comp.acc[:, k:]
+        if per_ray:
             lin = self.semantic_head.net[-1]
-            logits = g_ray @ lin.weight.T + opacity[:, None] * lin.bias  # = sum_i w_i (W g_i + b)
+            logits = sem_ray @ lin.weight.T + opacity[:, None] * lin.bias  # = sum_i w_i (W g_i + b)
         else:
-            logits = accumulate(weights, self.semantic_head(g), ray_indices, n)
+            logits = sem_ray
         bg = self._background(n, rays_o) if background is None else background.to(rays_o)
-        rgb = accumulate(weights, rgb_s, ray_indices, n) + (1.0 - opacity)[:, None] * bg
+        rgb = rgb_ray + (1.0 - opacity)[:, None] * bg
         out = {
             "rgb": rgb,
-            "depth": accumulate(weights, t_mid, ray_indices, n),
+            "depth": comp.depth,
             "opacity": opacity,
             "n_samples": torch.tensor(len(ray_indices)),
         }
@@ -232,94 +241,72 @@ class NGPModel(Model):
         probs: bool = False,
         min_weight: float = 1e-4,
         stop_transmittance: float | None = 1e-4,
+        stage: Callable[[str], contextlib.AbstractContextManager] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Inference-only render of rays (n, 3): what annotate needs and nothing more (eval mode assumed).
 
         Always returns `label` (n,) int64 training index of the most probable class, `confidence` (n,) its
         probability and `opacity` (n,); `rgb` (n, 3), `depth` (n,) (distance along the ray, not normalised) and
         `probs` (n, C) only when asked. Same maths as `render_rays` in eval mode, except that
-        - the density is evaluated front to back in rounds of samples (4, 4, 8, 16, ... per ray), and a ray
-          whose transmittance has fallen below `stop_transmittance` gets no more samples (Instant-NGP's early
-          termination with the real density; the proxy early stop of the marcher is coarser): what is dropped
-          weighs less than stop_transmittance in all (None: every sample is evaluated);
+        - the density is evaluated front to back in rounds of samples (4, 4, 8, 16, ... per ray) and composited
+          as it comes (`RoundCompositor`); a ray whose transmittance has fallen below `stop_transmittance` gets
+          no more samples (Instant-NGP's early termination with the real density; the proxy early stop of the
+          marcher is coarser): what is dropped weighs less than stop_transmittance in all (None: every sample
+          is evaluated, in one round);
         - the colour head runs only when rgb is asked, and only on samples whose weight is at least
           `min_weight` (the others change a colour by less than min_weight * 32 samples).
+        On CPU float32 the compositing, the round bookkeeping, the density MLP and the labels run in C++ kernels
+        (docs/performance.md); elsewhere their PyTorch references. `stage(name)`: a context manager around each
+        stage (benchmarks/bench_step.py times them).
         """
+        st = stage or (lambda name: contextlib.nullcontext())
         n = rays_o.shape[0]
-        t_starts, t_ends, ray_indices = self.march(rays_o, rays_d)
-        t_starts, t_ends, ray_indices, sigma, g = self._geometry_early_stop(
-            rays_o, rays_d, t_starts, t_ends, ray_indices, stop_transmittance
-        )
-        t_mid = 0.5 * (t_starts + t_ends)
-        weights = render_weights(t_starts, t_ends, sigma, ray_indices, n)
-        total_tau = accumulate(sigma * (t_ends - t_starts), None, ray_indices, n)
-        opacity = accumulate(weights, None, ray_indices, n)
-        if self.config.semantic_head == "per_ray":
-            lin = self.semantic_head.net[-1]
-            logits = torch.addmm(opacity[:, None] * lin.bias, accumulate(weights, g, ray_indices, n), lin.weight.T)
-        else:
-            logits = accumulate(weights, self.semantic_head(g), ray_indices, n)
-        log_p = semantic_outputs(logits, opacity, total_tau, self.background_class_index)["log_probs"]
-        best, label = log_p.max(-1)  # one pass gives argmax and confidence
-        out = {"label": label, "confidence": best.exp(), "opacity": opacity}
-        if probs:
-            out["probs"] = log_p.exp()
-        if depth:
-            out["depth"] = accumulate(weights, t_mid, ray_indices, n)
-        if rgb:
-            keep = (weights >= min_weight).nonzero()[:, 0]
-            ri = ray_indices[keep]
-            rgb_s = self.color_head(g[keep], self.dir_encoding(rays_d), ri)
-            out["rgb"] = accumulate(weights[keep], rgb_s, ri, n) + (1.0 - opacity)[:, None] * self.background_color
-        return out
-
-    def _geometry_early_stop(
-        self,
-        rays_o: torch.Tensor,
-        rays_d: torch.Tensor,
-        t_starts: torch.Tensor,
-        t_ends: torch.Tensor,
-        ray_indices: torch.Tensor,
-        stop_transmittance: float | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """sigma (S',), g (S', geo) of the packed samples in front of each ray's early stop (see render_labels),
-        with the samples kept: t_starts, t_ends, ray_indices, sigma, g, still packed by ray in t order."""
-        n, S = rays_o.shape[0], ray_indices.numel()
-
-        def points(sel: torch.Tensor | None) -> torch.Tensor:
-            ri = ray_indices if sel is None else ray_indices[sel]
-            tm = 0.5 * (t_starts + t_ends) if sel is None else 0.5 * (t_starts[sel] + t_ends[sel])
-            return torch.addcmul(rays_o[ri], rays_d[ri], tm[:, None])
-
-        if stop_transmittance is None or S == 0:
-            sigma, g = self.geometry(points(None))
-            return t_starts, t_ends, ray_indices, sigma, g
-        threshold = -math.log(stop_transmittance)
-        starts, counts = ray_starts(ray_indices, n)
-        dev = ray_indices.device
-        rank = torch.arange(S, device=dev) - starts[ray_indices]
-        tau = torch.zeros(n, dtype=t_starts.dtype, device=dev)  # optical depth so far per ray
-        sigma_all = torch.empty(S, dtype=t_starts.dtype, device=dev)
-        g_all: torch.Tensor | None = None
-        done = torch.zeros(S, dtype=torch.bool, device=dev)  # evaluated samples (written in place: no sort afterwards)
-        lo, size, max_rank = 0, 4, int(counts.max())
-        while lo < max_rank:
-            mask = (rank >= lo) & (rank < lo + size)
-            if lo > 0:
-                mask &= tau[ray_indices] < threshold
-            sel = mask.nonzero()[:, 0]
+        with st("marching"):
+            t_starts, t_ends, ray_indices = self.march(rays_o, rays_d)
+        per_ray = self.config.semantic_head == "per_ray"
+        dim = self.config.geo_feat_dim if per_ray else self.num_classes
+        with st("early-stop rounds (bookkeeping)"):
+            rc = RoundCompositor(
+                rays_o, rays_d, t_starts, t_ends, ray_indices, self.aabb, dim, stop_transmittance or 0.0, depth
+            )
+            rounds = rc.rounds() if stop_transmittance is not None else [(0, rc.max_count)]
+        kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (sel, weights, g) for the colour head
+        for lo, hi in rounds:
+            with st("early-stop rounds (bookkeeping)"):
+                sel, xn = rc.select(lo, hi)
             if sel.numel() == 0:
                 break
-            sigma, g = self.geometry(points(sel))
-            if g_all is None:
-                g_all = torch.empty(S, g.shape[1], dtype=g.dtype, device=dev)
-            sigma_all.index_copy_(0, sel, sigma)  # index_copy_: far cheaper than index_put on the CPU
-            g_all.index_copy_(0, sel, g)
-            done.index_fill_(0, sel, True)
-            tau.index_add_(0, ray_indices[sel], sigma * (t_ends[sel] - t_starts[sel]))
-            lo, size = lo + size, size if lo == 0 else size * 2
-        assert g_all is not None  # S > 0: the first round has every ray's first sample
-        if bool(done.all()):
-            return t_starts, t_ends, ray_indices, sigma_all, g_all
-        keep = done.nonzero()[:, 0]
-        return t_starts[keep], t_ends[keep], ray_indices[keep], sigma_all[keep], g_all[keep]
+            with st("encoding"):
+                h = self.encoding(xn)
+            with st("MLPs"):
+                sigma, g = density_inference(self.density_head, h)
+                feat = g if per_ray else mlp_inference(self.semantic_head.net, g)
+            with st("compositing"):
+                w = rc.add(sel, sigma, feat, weights=rgb)
+            if rgb:
+                assert w is not None
+                keep = (w >= min_weight).nonzero()[:, 0]
+                kept.append((sel[keep], w[keep], g[keep]))
+        with st("labels (semantic head, argmax)"):
+            opacity = rc.opacity
+            head = self.semantic_head.net[-1] if per_ray else None
+            label, conf, log_p = labels_from_features(
+                rc.acc, opacity, rc.tau, head, self.background_class_index, log_probs=probs
+            )
+        out = {"label": label, "confidence": conf, "opacity": opacity}
+        if probs:
+            assert log_p is not None
+            out["probs"] = log_p.exp()
+        if depth:
+            assert rc.depth is not None
+            out["depth"] = rc.depth
+        if rgb:
+            bg = (1.0 - opacity)[:, None] * self.background_color
+            if kept:
+                sel_k = torch.cat([k[0] for k in kept])
+                ri = ray_indices[sel_k]
+                rgb_s = self.color_head(torch.cat([k[2] for k in kept]), self.dir_encoding(rays_d), ri)
+                out["rgb"] = accumulate(torch.cat([k[1] for k in kept]), rgb_s, ri, n) + bg
+            else:
+                out["rgb"] = bg
+        return out

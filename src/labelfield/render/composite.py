@@ -10,6 +10,10 @@ Notation (see docs/architecture.md, "tensor vocabulary"):
 
 Per ray the weights sum to 1 - exp(-sum_i sigma_i delta_i) <= 1 (the opacity); 1 - opacity is the
 transmittance left for the background.
+
+These functions are the definition (any device, dtype, differentiable everywhere). The renderers call
+`render.composite_kernel.composite`, which computes the same weights and per-ray sums in one C++ pass on the
+CPU (tested against these) and falls back to them elsewhere.
 """
 
 from __future__ import annotations
