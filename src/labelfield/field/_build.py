@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -170,6 +171,18 @@ def load_library(name: str) -> ctypes.CDLL:
         raise
     _LOADED[name] = lib
     return lib
+
+
+def kernel_available(typed_loader: Callable[[], ctypes.CDLL], env_var: str) -> bool:
+    """True when `typed_loader()` (a module's load-and-set-signatures function) succeeds and $env_var is not
+    "torch" (the switch that makes a kernel's caller take its PyTorch reference, e.g. for benchmarks)."""
+    if os.environ.get(env_var, "").lower() == "torch":
+        return False
+    try:
+        typed_loader()
+    except KernelBuildError:
+        return False
+    return True
 
 
 def reset_cache() -> None:

@@ -13,7 +13,6 @@ see docs/performance.md.
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 from torch import nn
@@ -34,13 +33,7 @@ def _lib() -> ctypes.CDLL:
 
 def available() -> bool:
     """True when the kernel builds and loads here and $LABELFIELD_MLP is not "torch"."""
-    if os.environ.get("LABELFIELD_MLP", "").lower() == "torch":
-        return False
-    try:
-        _lib()
-    except _build.KernelBuildError:
-        return False
-    return True
+    return _build.kernel_available(_lib, "LABELFIELD_MLP")
 
 
 def _linears(net: nn.Sequential) -> list[nn.Linear] | None:

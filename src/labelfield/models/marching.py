@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 
 import torch
 
@@ -35,13 +34,7 @@ def _lib() -> ctypes.CDLL:
 
 def available() -> bool:
     """True when the kernel builds and loads here and $LABELFIELD_MARCH is not "torch"."""
-    if os.environ.get("LABELFIELD_MARCH", "").lower() == "torch":
-        return False
-    try:
-        _lib()
-    except _build.KernelBuildError:
-        return False
-    return True
+    return _build.kernel_available(_lib, "LABELFIELD_MARCH")
 
 
 def march_grid(

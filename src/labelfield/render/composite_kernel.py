@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 from typing import Any, NamedTuple
 
 import torch
@@ -70,13 +69,7 @@ def _lib() -> ctypes.CDLL:
 
 def available() -> bool:
     """True when the kernel builds and loads here and $LABELFIELD_COMPOSITE is not "torch"."""
-    if os.environ.get("LABELFIELD_COMPOSITE", "").lower() == "torch":
-        return False
-    try:
-        _lib()
-    except _build.KernelBuildError:
-        return False
-    return True
+    return _build.kernel_available(_lib, "LABELFIELD_COMPOSITE")
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
