@@ -35,6 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from labelfield.field import _build
 from labelfield.render.composite import accumulate, ray_starts, render_weights
+from labelfield.render.semantic import semantic_outputs
 
 
 class Composited(NamedTuple):
@@ -191,11 +192,9 @@ def labels_from_features(
 
     acc (n, D): composited semantic features; with a linear `head` the logits are head.weight @ acc_r +
     opacity_r * head.bias (NGPModel's per-ray head), else acc are the logits. tau (n,): total optical depth.
-    Reference (off the kernel path): that product, `models.base.semantic_outputs`, then max.
+    Reference (off the kernel path): that product, `render.semantic.semantic_outputs`, then max.
     """
     if not uses_kernel(acc, opacity, tau) or acc.requires_grad or (head is not None and not uses_kernel(head.weight)):
-        from labelfield.models.base import semantic_outputs
-
         logits = acc if head is None else torch.addmm(opacity[:, None] * head.bias, acc, head.weight.T)
         log_p = semantic_outputs(logits, opacity, tau, background_class_index)["log_probs"]
         best, label = log_p.max(-1)
