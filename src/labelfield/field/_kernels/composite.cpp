@@ -63,6 +63,15 @@ int threads_for(int64_t work, int32_t n_threads) {
     return static_cast<int>(std::min<int64_t>(n_threads, most));
 }
 
+// The per-thread sample ranges of a packed-sample pass: threads_for + split_by_ray, checked. Returns the thread
+// count, or 0 when the rays decrease across a thread bound (the caller returns its "not grouped by ray" code).
+template <class RayOf>
+int ray_partition(int64_t n, int32_t n_threads, RayOf&& ray_of, std::vector<int64_t>& bounds) {
+    const int nt = threads_for(n, n_threads);
+    split_by_ray(n, nt, ray_of, bounds);
+    return bounds_ordered(n, bounds, ray_of) ? nt : 0;
+}
+
 constexpr int kLanes = 16;  // rays per block in lf_labels (one 64-byte vector per class)
 typedef float vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t ivec __attribute__((vector_size(kLanes * sizeof(int32_t))));
@@ -106,10 +115,9 @@ int lf_composite_forward(int64_t n, const int64_t* sel, const int64_t* ray_indic
     if (tau == nullptr || (dim > 0 && feat == nullptr)) return 1;
     auto pk = [sel](int64_t k) { return sel ? sel[k] : k; };
     auto ray_of = [&](int64_t k) { return ray_indices[pk(k)]; };
-    const int nt = threads_for(n, n_threads);
     std::vector<int64_t> bounds;
-    split_by_ray(n, nt, ray_of, bounds);
-    if (!bounds_ordered(n, bounds, ray_of)) return 2;
+    const int nt = ray_partition(n, n_threads, ray_of, bounds);
+    if (nt == 0) return 2;
     int bad = 0;
 #pragma omp parallel num_threads(nt) reduction(| : bad)
     {
@@ -164,11 +172,10 @@ int lf_composite_backward(int64_t n, const int64_t* ray_indices, const float* t_
     if (n < 0 || n_rays < 0 || dim < 0) return 1;
     if (n == 0) return 0;
     if (grad_sigma == nullptr || (dim > 0 && feat == nullptr)) return 1;
-    const int nt = threads_for(n, n_threads);
-    std::vector<int64_t> bounds;
     auto ray_of = [&](int64_t k) { return ray_indices[k]; };
-    split_by_ray(n, nt, ray_of, bounds);
-    if (!bounds_ordered(n, bounds, ray_of)) return 2;
+    std::vector<int64_t> bounds;
+    const int nt = ray_partition(n, n_threads, ray_of, bounds);
+    if (nt == 0) return 2;
     int bad = 0;
 #pragma omp parallel num_threads(nt) reduction(| : bad)
     {
