@@ -12,6 +12,7 @@ from typing import Annotated, Union
 
 import tyro
 
+from labelfield.allocator import keep_large_blocks
 from labelfield.errors import LabelfieldError
 
 # (subcommand, module, class) in pipeline order. Modules import lazily-heavy deps inside run().
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         args=args,  # noqa: UP007
         config=(tyro.conf.CascadeSubcommandArgs,),
     )
+    keep_large_blocks()  # every command renders or trains: reuse large freed buffers (labelfield.allocator)
     try:
         rc = cmd.run()
     except LabelfieldError as e:

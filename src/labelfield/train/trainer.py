@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from labelfield.allocator import keep_large_blocks
 from labelfield.devices import resolve_device
 from labelfield.errors import LabelfieldError
 from labelfield.progress import Progress, ProgressFn, message
@@ -88,6 +89,7 @@ def set_threads(threads: int) -> int:
         env = os.environ.get("OMP_NUM_THREADS", "")
         n = int(env) if env.isdigit() and int(env) > 0 else usable_cores()
     torch.set_num_threads(n)
+    keep_large_blocks()  # no page faults on the per-step gradient buffers (labelfield.allocator)
     return n
 
 
