@@ -88,8 +88,12 @@ class NGPModel(Model):
 
     @torch.no_grad()
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        """Density sigma (N,) at world points x (N, 3), without gradient (occupancy updates)."""
-        return self.geometry(x)[0]
+        """Density sigma (N,) at world points x (N, 3), without gradient (occupancy updates).
+
+        The MLP goes through the inference kernel (`density_inference`; the module itself elsewhere): a refresh
+        evaluates 131k-262k points every `occupancy_update_interval` steps, a sizeable share of a step's cost."""
+        h = self.encoding(self._normalise(x).contiguous())
+        return density_inference(self.density_head, h)[0]
 
     # --- training hooks -----------------------------------------------------------------------------
     def before_step(self, step: int) -> None:
