@@ -85,12 +85,23 @@ class _Meta:
         return self.res.data_ptr(), self.offsets.data_ptr(), self.sizes.data_ptr(), lay.n_levels, lay.n_features
 
 
+def _weighted_levels(g: torch.Tensor, weights: torch.Tensor | None, n_levels: int) -> torch.Tensor:
+    """grad_out (N, L * F) with level l's columns times weights[l] (None: g itself)."""
+    if weights is None:
+        return g
+    n = g.shape[0]
+    w = weights.to(device=g.device, dtype=g.dtype)
+    return (g.view(n, n_levels, -1) * w[None, :, None]).reshape(n, -1).contiguous()
+
+
 class _KernelEncode(torch.autograd.Function):
     """x (N, 3) float32, table (R, F) float32 on CPU -> (N, L * F). Gradients for the table, and for x when it
     requires one (the table is then saved for the backward)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, table: torch.Tensor, meta: _Meta) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, table: torch.Tensor, meta: _Meta, level_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         lib = _kernel_lib()
         x = x.detach().contiguous()
         n, n_levels, n_feat = x.shape[0], meta.layout.n_levels, meta.layout.n_features
@@ -110,12 +121,12 @@ class _KernelEncode(torch.autograd.Function):
         if rc != 0:
             raise RuntimeError(f"hash grid kernel forward failed (code {rc})")
         ctx.save_for_backward(x, tab if ctx.needs_input_grad[0] else None)
-        ctx.meta, ctx.table_shape = meta, table.shape
+        ctx.meta, ctx.table_shape, ctx.level_weights = meta, table.shape, level_weights
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         x, tab = ctx.saved_tensors
         meta: _Meta = ctx.meta
         n, n_levels, n_feat = x.shape[0], meta.layout.n_levels, meta.layout.n_features
@@ -139,10 +150,11 @@ class _KernelEncode(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty((n, 3), dtype=torch.float32)  # the kernel writes every row
+            gw = _weighted_levels(g, ctx.level_weights, n_levels)
             rc = lib.lf_hashgrid_backward_x(
                 x.data_ptr(),
                 n,
-                g.data_ptr(),
+                gw.data_ptr(),
                 tab.data_ptr(),
                 *meta.args(),
                 grad_x.data_ptr(),
@@ -152,7 +164,7 @@ class _KernelEncode(torch.autograd.Function):
             )
             if rc != 0:
                 raise RuntimeError(f"hash grid kernel position backward failed (code {rc})")
-        return grad_x, grad_table, None
+        return grad_x, grad_table, None, None
 
 
 def _tcnn_available() -> bool:
@@ -187,6 +199,9 @@ class HashGrid(nn.Module):
         self.resolutions: list[int] = list(self.layout.resolutions)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         self._meta = _Meta(self.layout)
+        self.position_grad_weights: torch.Tensor | None = None
+        """(L,) factors on each level's share of the position gradient (coarse-to-fine pose refinement sets
+        them during training; None = all 1). Values and the table gradient do not depend on them."""
         self._tcnn: nn.Module | None = None
         self.backend_name = self._choose_backend(backend, dev)
         if self.backend_name == "tcnn":
@@ -254,10 +269,10 @@ class HashGrid(nn.Module):
             and table.device.type == "cpu"
             and table.dtype == torch.float32
         ):
-            return _KernelEncode.apply(x.to(torch.float32), table, self._meta)
+            return _KernelEncode.apply(x.to(torch.float32), table, self._meta, self.position_grad_weights)
         if self.backend_name == "kernel":  # moved to CUDA, or float64: the reference serves these
             _announce(f"torch reference ({table.device.type}, {table.dtype})")
-        return encode_reference(x, table, self.layout, position_grad=x.requires_grad)
+        return encode_reference(x, table, self.layout, x.requires_grad, self.position_grad_weights)
 
     def extra_repr(self) -> str:
         return (

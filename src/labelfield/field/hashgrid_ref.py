@@ -114,19 +114,28 @@ def level_indices_weights(x: torch.Tensor, layout: GridLayout, level: int) -> tu
 
 
 def encode_reference(
-    x: torch.Tensor, table: torch.Tensor, layout: GridLayout, position_grad: bool = False
+    x: torch.Tensor,
+    table: torch.Tensor,
+    layout: GridLayout,
+    position_grad: bool = False,
+    level_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hash-grid encoding in plain PyTorch (autograd gives the table gradient, and x's with `position_grad`).
 
     x: (N, 3) positions in [0, 1]^3 (detached unless position_grad); table: (total_rows, F).
-    Returns (N, L * F) in table's dtype, level-major columns.
+    level_weights: (L,) factors on each level's share of the position gradient (coarse-to-fine pose
+    refinement); the values and the table gradient are unchanged. Returns (N, L * F) in table's dtype,
+    level-major columns.
     """
     if x.ndim != 2 or x.shape[1] != 3:
         raise ValueError(f"positions must have shape (N, 3), got {tuple(x.shape)}")
     x = (x if position_grad else x.detach()).to(table.dtype)
     outs = []
     for level in range(layout.n_levels):
-        rows, weights = level_indices_weights(x, layout, level)
+        xl = x
+        if position_grad and level_weights is not None:  # forward unchanged, this level's x-gradient scaled
+            xl = x.detach() + (x - x.detach()) * level_weights[level].to(x.dtype)
+        rows, weights = level_indices_weights(xl, layout, level)
         feats = table[rows]  # (N, 8, F)
         acc = feats[:, 0] * weights[:, 0, None]
         for corner in range(1, 8):  # sequential sum in corner order, like the kernel
