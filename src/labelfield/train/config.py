@@ -125,11 +125,11 @@ class FitConfig:
     """Learn a 6-DoF correction of every training camera with the field (BARF / nerfstudio's SO3xR3): auto = on
     for scenes whose poses were estimated (labelfield capture, COLMAP, Record3D, Polycam), off for exact poses.
     The refined poses are saved in the checkpoints; annotate and eval render the training frames at them."""
-    pose_lr: float = 1e-3
+    pose_lr: float = 1e-4
     """Peak learning rate of the pose corrections (radians and scene units; the run's warm-up and decay)."""
     pose_penalty: float = 1e-2
     """Weight of the L2 prior mean_f |correction_f|^2 that keeps the corrections small."""
-    pose_coarse_to_fine: float = 0.5
+    pose_coarse_to_fine: float = 0.0
     """Fraction of the run over which the hash levels' position gradients are let in, coarse to fine (BARF);
     0 = all levels from the start."""
 

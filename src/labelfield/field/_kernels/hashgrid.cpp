@@ -130,36 +130,43 @@ inline void backward_block(const float* x, int64_t b0, int bn, const float* grad
     }
 }
 
-// Position gradient of points [b0, b0 + bn) at one level, added to their rows of gx (n, 3).
+// Position gradient of points [b0, b0 + bn) (bn <= kBlock) at one level, added to their rows of gx (n, 3). As
+// the forward: corner rows of the whole block first (prefetched), then the gathers.
 template <int FC>
 inline void backward_x_block(const float* x, int64_t b0, int bn, const float* grad, const float* tab, const Level& g,
                              int nf, float* gx, int64_t stride_n) {
     const int F = FC > 0 ? FC : nf;
+    uint32_t idx[kBlock][8];
+    float fr[kBlock][3], scale[kBlock][3];
     for (int i = 0; i < bn; ++i) {
         const float* xi = x + 3 * (b0 + i);
-        const float* go = grad + (b0 + i) * stride_n;
         uint32_t c[3];
-        float fr[3], scale[3];
         for (int a = 0; a < 3; ++a) {
             const float xr = xi[a];
-            scale[a] = (xr < 0.0f || xr > 1.0f) ? 0.0f : g.fres;  // clamped: no gradient
+            scale[i][a] = (xr < 0.0f || xr > 1.0f) ? 0.0f : g.fres;  // clamped: no gradient
             const float xa = xr < 0.0f ? 0.0f : (xr > 1.0f ? 1.0f : xr);
             const float p = xa * g.fres;
             float cell = std::floor(p);
             cell = cell > g.max_cell ? g.max_cell : cell;
             c[a] = static_cast<uint32_t>(cell);
-            fr[a] = p - cell;
+            fr[i][a] = p - cell;
         }
-        const float wx[2] = {1.0f - fr[0], fr[0]};
-        const float wy[2] = {1.0f - fr[1], fr[1]};
-        const float wz[2] = {1.0f - fr[2], fr[2]};
+        for (int k = 0; k < 8; ++k) {
+            const uint32_t vx = c[0] + (k & 1), vy = c[1] + ((k >> 1) & 1), vz = c[2] + ((k >> 2) & 1);
+            idx[i][k] = g.hashed ? ((vx ^ (vy * kPrime1) ^ (vz * kPrime2)) & g.mask)
+                                 : (vx + vy * g.stride + vz * g.stride * g.stride);
+            __builtin_prefetch(tab + static_cast<size_t>(idx[i][k]) * F, 0, 1);
+        }
+    }
+    for (int i = 0; i < bn; ++i) {
+        const float* go = grad + (b0 + i) * stride_n;
+        const float wx[2] = {1.0f - fr[i][0], fr[i][0]};
+        const float wy[2] = {1.0f - fr[i][1], fr[i][1]};
+        const float wz[2] = {1.0f - fr[i][2], fr[i][2]};
         float d[3] = {0.0f, 0.0f, 0.0f};
         for (int k = 0; k < 8; ++k) {
             const int bx = k & 1, by = (k >> 1) & 1, bz = (k >> 2) & 1;
-            const uint32_t vx = c[0] + bx, vy = c[1] + by, vz = c[2] + bz;
-            const uint32_t idx = g.hashed ? ((vx ^ (vy * kPrime1) ^ (vz * kPrime2)) & g.mask)
-                                          : (vx + vy * g.stride + vz * g.stride * g.stride);
-            const float* row = tab + static_cast<size_t>(idx) * F;
+            const float* row = tab + static_cast<size_t>(idx[i][k]) * F;
             float dot = 0.0f;  // sum_f tab[idx, f] * grad_out[f]
             for (int f = 0; f < F; ++f) dot += row[f] * go[f];
             // d w_k / d frac_a: the other two axes' factors, signed by the corner's side on axis a.
@@ -168,7 +175,7 @@ inline void backward_x_block(const float* x, int64_t b0, int bn, const float* gr
             d[2] += (bz ? 1.0f : -1.0f) * (wx[bx] * wy[by]) * dot;
         }
         float* o = gx + 3 * (b0 + i);
-        for (int a = 0; a < 3; ++a) o[a] += scale[a] * d[a];
+        for (int a = 0; a < 3; ++a) o[a] += scale[i][a] * d[a];
     }
 }
 
