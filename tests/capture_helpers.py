@@ -72,9 +72,12 @@ def scene_size(scene: Scene, stride: int = 8) -> float:
     return float(np.ptp(allp, axis=0).max())
 
 
-def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 300, seed: int = 0) -> float:
+def fit_miou(
+    scene: Scene, out: Path, labelled: list[int], steps: int = 300, seed: int = 0, pose_refine: str = "auto"
+) -> float:
     """THE fit adapter: fit `scene` (RGB only) with labels on `labelled`, return mIoU on the other frames
-    against their ground-truth labels (`gt_labels` in each frame's arrays, else its label file).
+    against their ground-truth labels (`gt_labels` in each frame's arrays, else its label file), rendered at
+    the run's poses (refined when `pose_refine` is on, as annotate renders them).
 
     One thread: under a loaded CPU, OpenMP's spinning threads slow small fits twenty-fold."""
     from labelfield.evaluate.metrics import ConfusionMatrix
@@ -94,6 +97,7 @@ def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 300, see
         threads=1,
         semantic_weight=1.0,
         labelled_ray_fraction=0.5,
+        pose_refine=pose_refine,
     )
     small = dict(
         log2_table_size=16,
@@ -108,7 +112,7 @@ def fit_miou(scene: Scene, out: Path, labelled: list[int], steps: int = 300, see
     fit(cfg, scene=scene)
     run = load_run(out, scene=scene)
     cm = ConfusionMatrix(scene.classes)
-    for i, f in enumerate(scene.frames):
+    for i, f in enumerate(run.scene.frames):
         if i in labelled:
             continue
         probs = render_image(run.model, f.intrinsics, f.c2w)["probs"]

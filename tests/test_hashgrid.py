@@ -100,12 +100,69 @@ def test_reference_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda t: encode_reference(x, t, lay), (table,))
 
 
-def test_positions_get_no_gradient() -> None:
+def test_positions_get_no_gradient_unless_asked() -> None:
     for backend in ("torch", "auto"):
         grid = HashGrid(2, 2, 8, 2, 8, backend=backend)
+        x = torch.rand(50, 3)
+        grid(x).sum().backward()  # the default path: rays are data
+        assert grid.table.grad is not None
         x = torch.rand(50, 3, requires_grad=True)
-        grid(x).sum().backward()
-        assert x.grad is None and grid.table.grad is not None
+        lay = grid.layout
+        (gx,) = torch.autograd.grad(encode_reference(x, grid.table, lay).sum(), x, allow_unused=True)
+        assert gx is None  # the reference detaches x by default
+        (gx,) = torch.autograd.grad(grid(x).sum(), x)
+        assert gx.shape == (50, 3) and gx.abs().sum() > 0
+
+
+def test_reference_position_gradcheck() -> None:
+    """d encoding / d x of the reference (float64) against finite differences, dense and hashed levels."""
+    lay = grid_layout(2, 2, 6, 2, 4)
+    gen = torch.Generator().manual_seed(6)
+    # Inside cells (away from vertex planes, where the encoding has a kink) and inside the cube.
+    x = (0.05 + 0.9 * torch.rand(20, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    table = torch.randn(lay.total_rows, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, t: encode_reference(p, t, lay, position_grad=True), (x, table))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_kernel_position_gradient_matches_reference(config: tuple[int, int, int, int, int]) -> None:
+    _kernel_or_skip()
+    grid = HashGrid(*config, backend="kernel")
+    torch.manual_seed(7)
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    x = _points(3000, grid.resolutions, seed=8).requires_grad_()  # borders, vertices and clamped points too
+    grad_out = torch.randn(x.shape[0], grid.output_dim)
+    gx_k, gt_k = torch.autograd.grad(grid(x), (x, grid.table), grad_out)
+    gx_r, gt_r = torch.autograd.grad(encode_reference(x, grid.table, grid.layout, True), (x, grid.table), grad_out)
+    scale = max(grid.resolutions)  # gradients are O(N_l): float32 sums in another order
+    torch.testing.assert_close(gx_k, gx_r, atol=2e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(gt_k, gt_r, atol=5e-5, rtol=1e-5)
+    outside = (x.detach() < 0) | (x.detach() > 1)
+    assert outside.any() and torch.all(gx_k[outside] == 0)  # clamped axes get no gradient
+    # the table gradient does not change when x also needs one
+    (gt_only,) = torch.autograd.grad(grid(x.detach()), grid.table, grad_out)
+    assert torch.equal(gt_only, gt_k)
+
+
+def test_kernel_position_gradient_deterministic_across_threads() -> None:
+    _kernel_or_skip()
+    grid = HashGrid(6, 2, 12, 4, 96, backend="kernel")
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    x = torch.rand(70000, 3, generator=torch.Generator().manual_seed(9)).requires_grad_()
+    grad_out = torch.randn(x.shape[0], grid.output_dim, generator=torch.Generator().manual_seed(10))
+    threads = torch.get_num_threads()
+    grads = []
+    try:
+        for n_threads in (1, 2, 3):
+            torch.set_num_threads(n_threads)
+            (g,) = torch.autograd.grad(grid(x), x, grad_out)
+            grads.append(g)
+    finally:
+        torch.set_num_threads(threads)
+    for g in grads[1:]:
+        assert torch.equal(g, grads[0])
 
 
 def test_backward_deterministic_across_threads() -> None:
@@ -191,3 +248,30 @@ def test_bad_input() -> None:
         HashGrid(backend="cuda-magic")
     with pytest.raises(ValueError):
         HashGrid(base_resolution=64, max_resolution=32)
+
+
+def test_level_weights_scale_only_the_position_gradient() -> None:
+    """Coarse-to-fine pose refinement: per-level factors on the position gradient, same on both backends;
+    the values and the table gradient do not change."""
+    _kernel_or_skip()
+    grid = HashGrid(4, 2, 10, 4, 32, backend="kernel")
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(11)).requires_grad_()
+    grad_out = torch.randn(500, grid.output_dim, generator=torch.Generator().manual_seed(12))
+    out0 = grid(x)
+    gx0, gt0 = torch.autograd.grad(out0, (x, grid.table), grad_out)
+    w = torch.tensor([1.0, 0.5, 0.0, 0.0])
+    grid.position_grad_weights = w
+    out1 = grid(x)
+    gx1, gt1 = torch.autograd.grad(out1, (x, grid.table), grad_out)
+    assert torch.equal(out0, out1) and torch.equal(gt0, gt1)
+    ref = encode_reference(x, grid.table, grid.layout, True, w)
+    (gxr,) = torch.autograd.grad(ref, x, grad_out)
+    torch.testing.assert_close(gx1, gxr, atol=1e-3, rtol=1e-4)
+    assert not torch.allclose(gx1, gx0)
+    # only level 0 on: the gradient of a one-level encoding of the coarsest level alone
+    grid.position_grad_weights = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    (gx_c,) = torch.autograd.grad(grid(x), x, grad_out)
+    coarse = torch.autograd.grad(encode_reference(x, grid.table, grid.layout, True)[:, :2], x, grad_out[:, :2])[0]
+    torch.testing.assert_close(gx_c, coarse, atol=1e-3, rtol=1e-4)

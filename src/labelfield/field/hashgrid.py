@@ -18,8 +18,10 @@ Backends (`backend=`; the one in use is `backend_name`, logged once per process)
   Otherwise "kernel" when it builds, else "torch" with one warning. A "kernel" module moved to CUDA, or cast
   to float64, takes the reference path for those inputs (logged once).
 
-Positions get no gradient on any backend (the kernel's backward returns None for x; the reference detaches x):
-only the table is learnt.
+Positions get a gradient when they require one (camera pose refinement, `train/camera_opt.py`): the kernel then
+also runs `lf_hashgrid_backward_x` (d trilinear interpolation / d x through each level's scale, zero on a clamped
+axis; per-point rows, no atomics), the reference keeps x in the graph (`position_grad`). Positions that need no
+gradient (the default: rays are data) cost nothing extra. tiny-cuda-nn's path detaches x (no position gradient).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def _kernel_lib() -> ctypes.CDLL:
         # backward: x, n, grad_out, res, offsets, sizes, L, F, grad_table, stride_n, stride_l, n_threads
         lib.lf_hashgrid_backward.argtypes = sig
         lib.lf_hashgrid_backward.restype = ctypes.c_int
+        # backward_x: x, n, grad_out, table, res, offsets, sizes, L, F, grad_x, stride_n, stride_l, n_threads
+        lib.lf_hashgrid_backward_x.argtypes = [p, i64, p, p, p, p, p, i32, i32, p, i64, i64, i32]
+        lib.lf_hashgrid_backward_x.restype = ctypes.c_int
         lib._lf_typed = True
     return lib
 
@@ -80,11 +85,23 @@ class _Meta:
         return self.res.data_ptr(), self.offsets.data_ptr(), self.sizes.data_ptr(), lay.n_levels, lay.n_features
 
 
+def _weighted_levels(g: torch.Tensor, weights: torch.Tensor | None, n_levels: int) -> torch.Tensor:
+    """grad_out (N, L * F) with level l's columns times weights[l] (None: g itself)."""
+    if weights is None:
+        return g
+    n = g.shape[0]
+    w = weights.to(device=g.device, dtype=g.dtype)
+    return (g.view(n, n_levels, -1) * w[None, :, None]).reshape(n, -1).contiguous()
+
+
 class _KernelEncode(torch.autograd.Function):
-    """x (N, 3) float32, table (R, F) float32 on CPU -> (N, L * F). Gradient for the table only."""
+    """x (N, 3) float32, table (R, F) float32 on CPU -> (N, L * F). Gradients for the table, and for x when it
+    requires one (the table is then saved for the backward)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, table: torch.Tensor, meta: _Meta) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, table: torch.Tensor, meta: _Meta, level_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         lib = _kernel_lib()
         x = x.detach().contiguous()
         n, n_levels, n_feat = x.shape[0], meta.layout.n_levels, meta.layout.n_features
@@ -103,31 +120,51 @@ class _KernelEncode(torch.autograd.Function):
         )
         if rc != 0:
             raise RuntimeError(f"hash grid kernel forward failed (code {rc})")
-        ctx.save_for_backward(x)
-        ctx.meta, ctx.table_shape = meta, table.shape
+        ctx.save_for_backward(x, tab if ctx.needs_input_grad[0] else None)
+        ctx.meta, ctx.table_shape, ctx.level_weights = meta, table.shape, level_weights
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[None, torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, tab = ctx.saved_tensors
         meta: _Meta = ctx.meta
         n, n_levels, n_feat = x.shape[0], meta.layout.n_levels, meta.layout.n_features
         g = grad_out.to(torch.float32).contiguous()  # (N, L * F)
-        grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)  # the kernel writes every row
-        rc = _kernel_lib().lf_hashgrid_backward(
-            x.data_ptr(),
-            n,
-            g.data_ptr(),
-            *meta.args(),
-            grad_table.data_ptr(),
-            n_levels * n_feat,
-            n_feat,
-            torch.get_num_threads(),
-        )
-        if rc != 0:
-            raise RuntimeError(f"hash grid kernel backward failed (code {rc})")
-        return None, grad_table, None
+        lib = _kernel_lib()
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)  # the kernel writes every row
+            rc = lib.lf_hashgrid_backward(
+                x.data_ptr(),
+                n,
+                g.data_ptr(),
+                *meta.args(),
+                grad_table.data_ptr(),
+                n_levels * n_feat,
+                n_feat,
+                torch.get_num_threads(),
+            )
+            if rc != 0:
+                raise RuntimeError(f"hash grid kernel backward failed (code {rc})")
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty((n, 3), dtype=torch.float32)  # the kernel writes every row
+            gw = _weighted_levels(g, ctx.level_weights, n_levels)
+            rc = lib.lf_hashgrid_backward_x(
+                x.data_ptr(),
+                n,
+                gw.data_ptr(),
+                tab.data_ptr(),
+                *meta.args(),
+                grad_x.data_ptr(),
+                n_levels * n_feat,
+                n_feat,
+                torch.get_num_threads(),
+            )
+            if rc != 0:
+                raise RuntimeError(f"hash grid kernel position backward failed (code {rc})")
+        return grad_x, grad_table, None, None
 
 
 def _tcnn_available() -> bool:
@@ -162,6 +199,9 @@ class HashGrid(nn.Module):
         self.resolutions: list[int] = list(self.layout.resolutions)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         self._meta = _Meta(self.layout)
+        self.position_grad_weights: torch.Tensor | None = None
+        """(L,) factors on each level's share of the position gradient (coarse-to-fine pose refinement sets
+        them during training; None = all 1). Values and the table gradient do not depend on them."""
         self._tcnn: nn.Module | None = None
         self.backend_name = self._choose_backend(backend, dev)
         if self.backend_name == "tcnn":
@@ -215,7 +255,9 @@ class HashGrid(nn.Module):
         return tcnn.Encoding(3, config, dtype=torch.float32).to(dev)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3) in [0, 1]^3 (clamped) -> (N, n_levels * n_features), in the table's dtype."""
+        """x: (N, 3) in [0, 1]^3 (clamped) -> (N, n_levels * n_features), in the table's dtype.
+
+        Differentiable in x when x requires a gradient (kernel and reference backends; not tiny-cuda-nn)."""
         if x.ndim != 2 or x.shape[1] != 3:
             raise ValueError(f"HashGrid expects positions of shape (N, 3), got {tuple(x.shape)}")
         if self._tcnn is not None:
@@ -227,10 +269,10 @@ class HashGrid(nn.Module):
             and table.device.type == "cpu"
             and table.dtype == torch.float32
         ):
-            return _KernelEncode.apply(x.to(torch.float32), table, self._meta)
+            return _KernelEncode.apply(x.to(torch.float32), table, self._meta, self.position_grad_weights)
         if self.backend_name == "kernel":  # moved to CUDA, or float64: the reference serves these
             _announce(f"torch reference ({table.device.type}, {table.dtype})")
-        return encode_reference(x, table, self.layout)
+        return encode_reference(x, table, self.layout, x.requires_grad, self.position_grad_weights)
 
     def extra_repr(self) -> str:
         return (

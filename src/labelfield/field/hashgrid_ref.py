@@ -22,7 +22,10 @@ Notation
 - Trilinear interpolation over the 8 corners; corner bit 0 = +x, bit 1 = +y, bit 2 = +z; weight
   ((wx' * wy') * wz') with wx' = wx for a +x corner and 1 - wx otherwise. Corners are summed in order 0..7.
 
-Positions get no gradient (x is detached): only the table is learnt.
+Positions get no gradient by default (x is detached: only the table is learnt). With `position_grad=True`
+the encoding is differentiable in x too: d out / d x_a = N_l sum_k (d w_k / d frac_a) table[row_k] per level
+(the cell index is piecewise constant; an axis clamped to [0, 1] gets zero, as torch.clamp gives) — what camera
+pose refinement back-propagates through.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def level_indices_weights(x: torch.Tensor, layout: GridLayout, level: int) -> tu
     """
     res = layout.resolutions[level]
     p = x.clamp(0.0, 1.0) * res  # (N, 3) grid units, same float op as the kernel
-    cell = torch.floor(p).clamp(0, res - 1)
+    cell = torch.floor(p.detach()).clamp(0, res - 1)  # piecewise constant: no gradient
     frac = p - cell  # (N, 3) in [0, 1]
     cell = cell.long()
     corners = _corner_offsets(x.device)  # (8, 3)
@@ -110,18 +113,29 @@ def level_indices_weights(x: torch.Tensor, layout: GridLayout, level: int) -> tu
     return idx + layout.offsets[level], weights
 
 
-def encode_reference(x: torch.Tensor, table: torch.Tensor, layout: GridLayout) -> torch.Tensor:
-    """Hash-grid encoding in plain PyTorch (autograd gives the table gradient).
+def encode_reference(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    layout: GridLayout,
+    position_grad: bool = False,
+    level_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hash-grid encoding in plain PyTorch (autograd gives the table gradient, and x's with `position_grad`).
 
-    x: (N, 3) positions in [0, 1]^3 (detached: positions get no gradient); table: (total_rows, F).
-    Returns (N, L * F) in table's dtype, level-major columns.
+    x: (N, 3) positions in [0, 1]^3 (detached unless position_grad); table: (total_rows, F).
+    level_weights: (L,) factors on each level's share of the position gradient (coarse-to-fine pose
+    refinement); the values and the table gradient are unchanged. Returns (N, L * F) in table's dtype,
+    level-major columns.
     """
     if x.ndim != 2 or x.shape[1] != 3:
         raise ValueError(f"positions must have shape (N, 3), got {tuple(x.shape)}")
-    x = x.detach().to(table.dtype)
+    x = (x if position_grad else x.detach()).to(table.dtype)
     outs = []
     for level in range(layout.n_levels):
-        rows, weights = level_indices_weights(x, layout, level)
+        xl = x
+        if position_grad and level_weights is not None:  # forward unchanged, this level's x-gradient scaled
+            xl = x.detach() + (x - x.detach()) * level_weights[level].to(x.dtype)
+        rows, weights = level_indices_weights(xl, layout, level)
         feats = table[rows]  # (N, 8, F)
         acc = feats[:, 0] * weights[:, 0, None]
         for corner in range(1, 8):  # sequential sum in corner order, like the kernel

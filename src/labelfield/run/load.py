@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,11 @@ from labelfield.scene import ClassTable, Scene
 
 @dataclass
 class LoadedRun:
-    """A fitted run, ready to render: `model` is in eval mode on the requested device."""
+    """A fitted run, ready to render: `model` is in eval mode on the requested device.
+
+    `scene`'s frames carry the poses the run refined (`fit --pose-refine`), so annotate and eval render the
+    training frames where their images are; `given_poses` (F, 4, 4) are the scene's own (novel views, exports
+    of the input)."""
 
     model: torch.nn.Module
     scene: Scene
@@ -28,6 +32,12 @@ class LoadedRun:
     step: int
     manifest: RunManifest
     spec: ModelSpec
+    given_poses: np.ndarray | None = None
+    """The scene's poses (F, 4, 4) when the run refined them (then `scene` holds the refined ones), else None."""
+
+    @property
+    def poses_refined(self) -> bool:
+        return self.given_poses is not None
 
     @property
     def folder(self) -> RunFolder:
@@ -101,7 +111,18 @@ def load_run(
     model.load_state_dict(state["model"])
     model.to(device).eval()
     labelled = [int(i) for i in manifest.labelled]
-    return LoadedRun(model, scene, classes, model_config, labelled, folder.path, int(step), manifest, spec)
+    given = None
+    if state.get("poses") is not None:  # pose refinement: the training frames at their refined poses
+        given = scene.poses()
+        scene = with_poses(scene, np.asarray(state["poses"], np.float64), ckpt_path)
+    return LoadedRun(model, scene, classes, model_config, labelled, folder.path, int(step), manifest, spec, given)
+
+
+def with_poses(scene: Scene, poses: np.ndarray, where: Path | None = None) -> Scene:
+    """A copy of `scene` whose frames have the OpenCV c2w `poses` (F, 4, 4) (the caller's scene is untouched)."""
+    if poses.shape != (len(scene.frames), 4, 4):
+        raise LabelfieldError(f"refined poses are {poses.shape}, the scene has {len(scene.frames)} frames", where)
+    return replace(scene, frames=[replace(f, c2w=p) for f, p in zip(scene.frames, poses)])
 
 
 def _load_scene(manifest: RunManifest, override: str | Path | None, run_dir: Path) -> Scene:

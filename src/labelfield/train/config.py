@@ -120,12 +120,25 @@ class FitConfig:
     """Pseudo-labels below this confidence are not trained on."""
     pseudo_sources: int = 4
     """Labelled frames (nearest in sequence order) reprojected into each unlabelled frame."""
+    # --- camera pose refinement (train/camera_opt.py) ---
+    pose_refine: Literal["auto", "on", "off"] = "auto"
+    """Learn a 6-DoF correction of every training camera with the field (BARF / nerfstudio's SO3xR3): auto = on
+    for scenes whose poses were estimated (labelfield capture, COLMAP, Record3D, Polycam), off for exact poses.
+    The refined poses are saved in the checkpoints; annotate and eval render the training frames at them."""
+    pose_lr: float = 1e-4
+    """Peak learning rate of the pose corrections (radians and scene units; the run's warm-up and decay)."""
+    pose_penalty: float = 1e-2
+    """Weight of the L2 prior mean_f |correction_f|^2 that keeps the corrections small."""
+    pose_coarse_to_fine: float = 0.0
+    """Fraction of the run over which the hash levels' position gradients are let in, coarse to fine (BARF);
+    0 = all levels from the start."""
 
     def __post_init__(self) -> None:
         from labelfield.train.supervision import normalise_mode
 
         self.depth_loss = normalise_mode(self.depth_loss)  # type: ignore[assignment]
         self.pseudo_labels = normalise_mode(self.pseudo_labels, "pseudo_labels")  # type: ignore[assignment]
+        self.pose_refine = normalise_mode(self.pose_refine, "pose_refine")  # type: ignore[assignment]
 
     @property
     def model(self) -> str:

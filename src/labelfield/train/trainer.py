@@ -7,7 +7,8 @@ to `on_progress` as `labelfield.progress.Progress` events ("load" frames, "fit" 
 
 One step (`step` counts completed steps; a checkpoint at step s holds the state after s steps):
     lr <- LRSchedule (LambdaLR)  ->  model.before_step(step)  ->  batch = dataset.sample(batch_rays, sampler)
-    ->  pred = model.render_rays(rays_o, rays_d)  ->  L = MSE + lambda CE (+ depth)  ->  Adam step.
+    ->  [pose refinement: rays of frame f moved by its learnt correction (train/camera_opt.py)]
+    ->  pred = model.render_rays(rays_o, rays_d)  ->  L = MSE + lambda CE (+ depth) (+ pose prior)  ->  Adam step.
 
 Reproducibility: the model is initialised after `torch.manual_seed(seed)`; batches come from a dedicated CPU
 `torch.Generator` seeded with `seed`; checkpoints hold the model, optimizer, sampler and global RNG states, so a
@@ -45,6 +46,7 @@ from labelfield.errors import LabelfieldError
 from labelfield.progress import Progress, ProgressFn, message
 from labelfield.run import ModelSpec, RunFolder, RunManifest, capture_rng, restore_rng
 from labelfield.scene import Scene
+from labelfield.train.camera_opt import CameraOptimizer, resolve_pose_refine, set_position_grad_weights
 from labelfield.train.config import FitConfig
 from labelfield.train.dataset import RayDataset
 from labelfield.train.losses import compute_losses, psnr_from_mse
@@ -199,6 +201,8 @@ class Prepared:
     checkpoint: dict[str, Any] | None
     """The checkpoint a resume starts from (CPU tensors), or None."""
     dataset: RayDataset
+    pose_refine: bool = False
+    """Learn per-frame camera corrections (`--pose-refine`, resolved for this scene)."""
 
 
 @dataclass
@@ -217,6 +221,8 @@ class TrainState:
     priors: Any = None
     """`train.geometry_priors.GeometryPriors` when an RGB-only geometry prior is on (keypoint depth,
     distortion, opacity), else None and the step runs unchanged."""
+    camera_opt: CameraOptimizer | None = None
+    """Per-frame pose corrections when pose refinement is on (its own optimizer group), else None."""
 
 
 def validate(config: FitConfig) -> tuple[RunFolder, bool]:
@@ -287,6 +293,10 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
         )
     if spec.num_classes != classes.num_classes:
         raise LabelfieldError("the scene's class table differs from the run's", folder.path)
+    pose_refine, pose_msg = resolve_pose_refine(getattr(config, "pose_refine", "off"), scene)
+    if pose_refine and ckpt is not None and "camera_opt" not in ckpt:  # a run started before pose refinement
+        pose_refine, pose_msg = False, "pose refinement: off (the run being resumed was fitted without it)"
+    message(on_progress, pose_msg)
 
     n = len(scene.frames)
 
@@ -306,7 +316,7 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
         pseudo_fraction=config.pseudo_fraction,
         pseudo_min_confidence=config.pseudo_min_confidence,
     )
-    return Prepared(config, folder, resuming, device, n_threads, scene, sparse, spec, ckpt, dataset)
+    return Prepared(config, folder, resuming, device, n_threads, scene, sparse, spec, ckpt, dataset, pose_refine)
 
 
 def initial_state(prep: Prepared) -> TrainState:
@@ -317,12 +327,19 @@ def initial_state(prep: Prepared) -> TrainState:
     model = build_model(
         spec.name, config.model_config, spec.aabb_array(), spec.num_classes, spec.background_class_index, spec.near
     ).to(prep.device)
-    optimizer = make_optimizer(model.param_groups(config.lr), config)
+    groups = model.param_groups(config.lr)
+    camera_opt = None
+    if prep.pose_refine:
+        camera_opt = CameraOptimizer(len(prep.scene.frames)).to(prep.device)
+        groups.append(camera_opt.param_group(config.pose_lr))
+    optimizer = make_optimizer(groups, config)
     sampler = torch.Generator().manual_seed(config.seed)
-    state = TrainState(model, optimizer, sampler)
+    state = TrainState(model, optimizer, sampler, camera_opt=camera_opt)
     if prep.checkpoint is not None:
         ckpt = prep.checkpoint
         model.load_state_dict(ckpt["model"])
+        if camera_opt is not None:
+            camera_opt.load_state_dict(ckpt["camera_opt"])
         optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], sampler)
         state.step, state.seconds = int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
@@ -374,10 +391,15 @@ def train_step(
     priors = state.priors
     if priors is None:
         batch = dataset.sample(config.batch_rays, state.sampler).to(device)
-        pred = state.model.render_rays(batch.rays_o, batch.rays_d)  # near: the model's (the scene's unless set)
     else:
         batch = priors.sample(dataset, config.batch_rays, state.sampler).to(device)
-        pred = state.model.render_rays(batch.rays_o, batch.rays_d, **priors.render_kwargs)
+    rays_o, rays_d = batch.rays_o, batch.rays_d
+    if state.camera_opt is not None:  # the rays where the corrected cameras put them (differentiable)
+        progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
+        set_position_grad_weights(state.model, progress, config.pose_coarse_to_fine)
+        rays_o, rays_d = state.camera_opt.apply(rays_o, rays_d, batch.frame)
+    # near: the model's (the scene's unless set)
+    pred = state.model.render_rays(rays_o, rays_d, **(priors.render_kwargs if priors is not None else {}))
     losses = compute_losses(
         pred,
         batch.rgb,
@@ -392,6 +414,8 @@ def train_step(
     if priors is not None:
         progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
         total = total + priors.loss(pred, len(batch), progress)
+    if state.camera_opt is not None and config.pose_penalty > 0:
+        total = total + config.pose_penalty * state.camera_opt.penalty()
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     state.optimizer.step()
@@ -407,6 +431,9 @@ def save_state(prep: Prepared, state: TrainState, step: int, seconds: float) -> 
         "optimizer": state.optimizer.state_dict(),
         "rng": capture_rng(state.sampler),
     }
+    if state.camera_opt is not None:  # corrections (resume) and the refined poses (load_run: annotate, eval)
+        ckpt["camera_opt"] = state.camera_opt.state_dict()
+        ckpt["poses"] = torch.from_numpy(state.camera_opt.refined_poses(prep.scene.poses()))
     return prep.folder.save_checkpoint(step, ckpt, keep=prep.config.keep_checkpoints)
 
 
@@ -460,18 +487,21 @@ def train_loop(prep: Prepared, state: TrainState, on_progress: ProgressFn | None
         dt = now - window.t
         sps = (step - window.step) / dt if dt > 0 else 0.0
         g = state.optimizer.param_groups[0]
-        folder.append_log(
-            {
-                "step": step,
-                "loss": last_loss,
-                "mse": mse,
-                "psnr": last_psnr,
-                "lr": g["lr"] / g["initial_lr"] * cfg.lr,
-                "steps_per_s": sps,
-                "rays_per_s": sps * cfg.batch_rays,
-                "seconds": elapsed(),
-            }
-        )
+        line = {
+            "step": step,
+            "loss": last_loss,
+            "mse": mse,
+            "psnr": last_psnr,
+            "lr": g["lr"] / g["initial_lr"] * cfg.lr,
+            "steps_per_s": sps,
+            "rays_per_s": sps * cfg.batch_rays,
+            "seconds": elapsed(),
+        }
+        if state.camera_opt is not None:  # mean size of the pose corrections
+            a = state.camera_opt.adjustment.detach()
+            line["pose_rot_deg"] = float(a[:, 3:].norm(dim=-1).mean()) * 180.0 / math.pi
+            line["pose_trans"] = float(a[:, :3].norm(dim=-1).mean())
+        folder.append_log(line)
         window.reset(step, now)
 
     def report(final: bool = False, advanced: bool = False) -> None:

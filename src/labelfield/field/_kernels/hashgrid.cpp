@@ -1,4 +1,4 @@
-// Multiresolution hash encoding on the CPU: forward and table gradient, C ABI for ctypes.
+// Multiresolution hash encoding on the CPU: forward, table gradient and position gradient, C ABI for ctypes.
 //
 // Same maths as labelfield/field/hashgrid_ref.py (the definition; read its header): x in [0,1]^3 (clamped),
 // p = x * N_l, cell = clamp(floor(p), 0, N_l - 1), frac = p - cell, 8 corners (bit 0 = +x, bit 1 = +y,
@@ -14,6 +14,11 @@
 // levels (per chunk): no atomics and a fixed summation order, so the gradient is deterministic whatever the
 // thread count. Chunking bounds the output rows streamed per level pass (measured ~5-25% faster at 2^18 points
 // than whole-batch level passes, identical at <= 2^16).
+//
+// Position gradient (lf_hashgrid_backward_x, only called when x needs one: camera pose refinement): per point,
+// d out / d x_a = N_l * sum_k (d w_k / d frac_a) tab[idx_k], zero on an axis where x_a lies outside [0, 1] (clamped,
+// as torch.clamp's gradient). Each point's row has one writer per level pass (levels in order, a barrier after
+// each), so there are no atomics and the sum order (levels, corners) does not depend on the threads.
 
 #include <algorithm>
 #include <cmath>
@@ -125,6 +130,55 @@ inline void backward_block(const float* x, int64_t b0, int bn, const float* grad
     }
 }
 
+// Position gradient of points [b0, b0 + bn) (bn <= kBlock) at one level, added to their rows of gx (n, 3). As
+// the forward: corner rows of the whole block first (prefetched), then the gathers.
+template <int FC>
+inline void backward_x_block(const float* x, int64_t b0, int bn, const float* grad, const float* tab, const Level& g,
+                             int nf, float* gx, int64_t stride_n) {
+    const int F = FC > 0 ? FC : nf;
+    uint32_t idx[kBlock][8];
+    float fr[kBlock][3], scale[kBlock][3];
+    for (int i = 0; i < bn; ++i) {
+        const float* xi = x + 3 * (b0 + i);
+        uint32_t c[3];
+        for (int a = 0; a < 3; ++a) {
+            const float xr = xi[a];
+            scale[i][a] = (xr < 0.0f || xr > 1.0f) ? 0.0f : g.fres;  // clamped: no gradient
+            const float xa = xr < 0.0f ? 0.0f : (xr > 1.0f ? 1.0f : xr);
+            const float p = xa * g.fres;
+            float cell = std::floor(p);
+            cell = cell > g.max_cell ? g.max_cell : cell;
+            c[a] = static_cast<uint32_t>(cell);
+            fr[i][a] = p - cell;
+        }
+        for (int k = 0; k < 8; ++k) {
+            const uint32_t vx = c[0] + (k & 1), vy = c[1] + ((k >> 1) & 1), vz = c[2] + ((k >> 2) & 1);
+            idx[i][k] = g.hashed ? ((vx ^ (vy * kPrime1) ^ (vz * kPrime2)) & g.mask)
+                                 : (vx + vy * g.stride + vz * g.stride * g.stride);
+            __builtin_prefetch(tab + static_cast<size_t>(idx[i][k]) * F, 0, 1);
+        }
+    }
+    for (int i = 0; i < bn; ++i) {
+        const float* go = grad + (b0 + i) * stride_n;
+        const float wx[2] = {1.0f - fr[i][0], fr[i][0]};
+        const float wy[2] = {1.0f - fr[i][1], fr[i][1]};
+        const float wz[2] = {1.0f - fr[i][2], fr[i][2]};
+        float d[3] = {0.0f, 0.0f, 0.0f};
+        for (int k = 0; k < 8; ++k) {
+            const int bx = k & 1, by = (k >> 1) & 1, bz = (k >> 2) & 1;
+            const float* row = tab + static_cast<size_t>(idx[i][k]) * F;
+            float dot = 0.0f;  // sum_f tab[idx, f] * grad_out[f]
+            for (int f = 0; f < F; ++f) dot += row[f] * go[f];
+            // d w_k / d frac_a: the other two axes' factors, signed by the corner's side on axis a.
+            d[0] += (bx ? 1.0f : -1.0f) * (wy[by] * wz[bz]) * dot;
+            d[1] += (by ? 1.0f : -1.0f) * (wx[bx] * wz[bz]) * dot;
+            d[2] += (bz ? 1.0f : -1.0f) * (wx[bx] * wy[by]) * dot;
+        }
+        float* o = gx + 3 * (b0 + i);
+        for (int a = 0; a < 3; ++a) o[a] += scale[i][a] * d[a];
+    }
+}
+
 template <typename Fn>
 void dispatch_features(int nf, Fn&& fn) {
     switch (nf) {
@@ -162,7 +216,7 @@ bool bad_args(int64_t n, int32_t n_levels, int32_t nf, const int32_t* res, const
 
 extern "C" {
 
-int lf_hashgrid_abi_version() { return 1; }
+int lf_hashgrid_abi_version() { return 2; }
 
 // out[i * stride_n + l * stride_l + f] = encoding of point i. Returns 0, or 1 on bad arguments.
 int lf_hashgrid_forward(const float* x, int64_t n, const float* table, const int32_t* res, const int64_t* offsets,
@@ -224,6 +278,35 @@ int lf_hashgrid_backward(const float* x, int64_t n, const float* grad_out, const
                 for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
                     const int bn = static_cast<int>(std::min<int64_t>(kBlock, c1 - b0));
                     backward_block<decltype(fc)::value>(x, b0, bn, go, levels[l], nf, gt, stride_n);
+                }
+            });
+        }
+    }
+    return 0;
+}
+
+// grad_x (n, 3), written entirely = (d out / d x)^T grad_out (same strides as the forward; table as there).
+int lf_hashgrid_backward_x(const float* x, int64_t n, const float* grad_out, const float* table, const int32_t* res,
+                           const int64_t* offsets, const int64_t* sizes, int32_t n_levels, int32_t nf, float* grad_x,
+                           int64_t stride_n, int64_t stride_l, int32_t n_threads) {
+    if (bad_args(n, n_levels, nf, res, sizes)) return 1;
+    if (n_threads < 1) n_threads = 1;
+    std::vector<Level> levels(n_levels);
+    for (int l = 0; l < n_levels; ++l) levels[l] = make_level(res[l], sizes[l]);
+    std::fill(grad_x, grad_x + 3 * n, 0.0f);
+    // As the forward (chunks, levels in order, blocks of points shared by the threads), but with a barrier after
+    // each level: a point's row is then updated by one thread at a time, levels in order.
+#pragma omp parallel num_threads(n_threads)
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t c1 = std::min(n, c0 + kChunk);
+        for (int l = 0; l < n_levels; ++l) {
+            const float* tab = table + static_cast<size_t>(offsets[l]) * nf;
+            const float* go = grad_out + static_cast<int64_t>(l) * stride_l;
+            dispatch_features(nf, [&](auto fc) {
+#pragma omp for schedule(dynamic, 16)
+                for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+                    const int bn = static_cast<int>(std::min<int64_t>(kBlock, c1 - b0));
+                    backward_x_block<decltype(fc)::value>(x, b0, bn, go, tab, levels[l], nf, grad_x, stride_n);
                 }
             });
         }
