@@ -73,7 +73,7 @@ def scene_size(scene: Scene, stride: int = 8) -> float:
 
 
 def fit_miou(
-    scene: Scene, out: Path, labelled: list[int], steps: int = 300, seed: int = 0, pose_refine: str = "auto"
+    scene: Scene, out: Path, labelled: list[int], steps: int = 300, seed: int = 0, pose_refine: str = "off"
 ) -> float:
     """THE fit adapter: fit `scene` (RGB only) with labels on `labelled`, return mIoU on the other frames
     against their ground-truth labels (`gt_labels` in each frame's arrays, else its label file), rendered at

@@ -150,7 +150,7 @@ def test_capture_from_video(room, captured_video):
 @pytest.mark.sfm
 @pytest.mark.xfail(
     strict=False,
-    reason="not met yet: measured mIoU 0.73 on captured poses with pose refinement (--pose-refine auto: on here; "
+    reason="not met yet: measured mIoU 0.73 on captured poses with pose refinement (--pose-refine on; "
     "0.72 without) vs 0.83 on true poses (300 steps, RGB only). The captured rotations are off by 1.8 degrees on "
     "average (3.4 at most) after alignment; refinement at this size does not reduce that: pose lr 1e-3 makes it "
     "worse (mIoU 0.55), 1e-4 barely moves the poses; at 1000 steps 0.85 with refinement, 0.86 without",
@@ -182,7 +182,7 @@ def test_fit_on_captured_poses_matches_fit_on_true_poses(room, captured_video, t
     to_cap = umeyama(np.stack([g.c2w[:3, 3] for g in gt_frames]), cap.poses()[:, :3, 3])
     truth = Scene([replace(g, c2w=to_cap.pose(g.c2w), depth_path=None) for g in gt_frames], room.classes)
     # Pose refinement: auto is on for the captured scene (capture.json), explicitly off for the exact poses.
-    miou_cap = fit_miou(cap, tmp_path / "run_cap", labelled, pose_refine="auto")
+    miou_cap = fit_miou(cap, tmp_path / "run_cap", labelled, pose_refine="on")
     miou_true = fit_miou(truth, tmp_path / "run_true", labelled, pose_refine="off")
     print(json.dumps({"miou_captured": miou_cap, "miou_true_poses": miou_true}))
     assert miou_cap >= miou_true - 0.05, (miou_cap, miou_true)

@@ -52,16 +52,16 @@ def estimated_poses(scene: Scene) -> str | None:
 
 
 def resolve_pose_refine(mode: Any, scene: Scene) -> tuple[bool, str]:
-    """(on, one-line message fit prints) for --pose-refine auto|on|off on `scene`."""
+    """(on, one-line message fit prints, "" when there is nothing to say) for --pose-refine auto|on|off."""
     mode = normalise_mode(mode, "pose_refine")
     why = estimated_poses(scene)
     on = why is not None if mode == "auto" else mode == "on"
     if on:
         reason = why if mode == "auto" else "--pose-refine on"
         return True, f"pose refinement: on ({reason}): a learnt 6-DoF correction per frame"
-    if mode == "off":
-        return False, "pose refinement: off (--pose-refine off)"
-    return False, "pose refinement: off (the scene's poses are taken as exact; --pose-refine on refines them)"
+    if mode == "off" and why is not None:
+        return False, f"pose refinement: off ({why}: --pose-refine on would refine them)"
+    return False, ""  # exact poses, refinement not asked for: the default, not worth a line
 
 
 def coarse_to_fine_weights(progress: float, n_levels: int, ramp_end: float) -> torch.Tensor:

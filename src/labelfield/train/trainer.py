@@ -296,7 +296,8 @@ def prepare(config: FitConfig, scene: Scene | None = None, on_progress: Progress
     pose_refine, pose_msg = resolve_pose_refine(getattr(config, "pose_refine", "off"), scene)
     if pose_refine and ckpt is not None and "camera_opt" not in ckpt:  # a run started before pose refinement
         pose_refine, pose_msg = False, "pose refinement: off (the run being resumed was fitted without it)"
-    message(on_progress, pose_msg)
+    if pose_msg:
+        message(on_progress, pose_msg)
 
     n = len(scene.frames)
 
