@@ -47,6 +47,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from labelfield.allocator import keep_large_blocks  # noqa: E402
 from labelfield.io import atomic_path  # noqa: E402
 from labelfield.render.chunked import render_image, render_labels_image  # noqa: E402
 from labelfield.train.losses import compute_losses  # noqa: E402
@@ -353,6 +354,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_large_blocks()  # as every CLI command does (labelfield.allocator; $LABELFIELD_MALLOPT=0 turns it off)
     console = Console(width=170)
 
     from labelfield.labels import make_sparse_labels
