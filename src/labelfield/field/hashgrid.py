@@ -94,6 +94,13 @@ def _weighted_levels(g: torch.Tensor, weights: torch.Tensor | None, n_levels: in
     return (g.view(n, n_levels, -1) * w[None, :, None]).reshape(n, -1).contiguous()
 
 
+def _call(fn: Any, what: str, *args: Any) -> None:
+    """Call a kernel entry point with these arguments and torch's thread count; raise on a non-zero code."""
+    rc = fn(*args, torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"hash grid kernel {what} failed (code {rc})")
+
+
 class _KernelEncode(torch.autograd.Function):
     """x (N, 3) float32, table (R, F) float32 on CPU -> (N, L * F). Gradients for the table, and for x when it
     requires one (the table is then saved for the backward)."""
@@ -108,7 +115,9 @@ class _KernelEncode(torch.autograd.Function):
         # Written in place as (N, L * F): measured faster than a level-major buffer plus a transpose.
         out = torch.empty((n, n_levels * n_feat), dtype=torch.float32)
         tab = table.detach().contiguous()  # a named local: it must outlive the call
-        rc = lib.lf_hashgrid_forward(
+        _call(
+            lib.lf_hashgrid_forward,
+            "forward",
             x.data_ptr(),
             n,
             tab.data_ptr(),
@@ -116,10 +125,7 @@ class _KernelEncode(torch.autograd.Function):
             out.data_ptr(),
             n_levels * n_feat,
             n_feat,
-            torch.get_num_threads(),
         )
-        if rc != 0:
-            raise RuntimeError(f"hash grid kernel forward failed (code {rc})")
         ctx.save_for_backward(x, tab if ctx.needs_input_grad[0] else None)
         ctx.meta, ctx.table_shape, ctx.level_weights = meta, table.shape, level_weights
         return out
@@ -135,7 +141,9 @@ class _KernelEncode(torch.autograd.Function):
         grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)  # the kernel writes every row
-            rc = lib.lf_hashgrid_backward(
+            _call(
+                lib.lf_hashgrid_backward,
+                "backward",
                 x.data_ptr(),
                 n,
                 g.data_ptr(),
@@ -143,15 +151,14 @@ class _KernelEncode(torch.autograd.Function):
                 grad_table.data_ptr(),
                 n_levels * n_feat,
                 n_feat,
-                torch.get_num_threads(),
             )
-            if rc != 0:
-                raise RuntimeError(f"hash grid kernel backward failed (code {rc})")
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty((n, 3), dtype=torch.float32)  # the kernel writes every row
             gw = _weighted_levels(g, ctx.level_weights, n_levels)
-            rc = lib.lf_hashgrid_backward_x(
+            _call(
+                lib.lf_hashgrid_backward_x,
+                "position backward",
                 x.data_ptr(),
                 n,
                 gw.data_ptr(),
@@ -160,10 +167,7 @@ class _KernelEncode(torch.autograd.Function):
                 grad_x.data_ptr(),
                 n_levels * n_feat,
                 n_feat,
-                torch.get_num_threads(),
             )
-            if rc != 0:
-                raise RuntimeError(f"hash grid kernel position backward failed (code {rc})")
         return grad_x, grad_table, None, None
 
 
