@@ -86,7 +86,8 @@ def main() -> None:
         print(f"{i:5d} {x:6.2f} {y:6.2f}")
     print(
         f"total A {sum(a):.1f} s ({rays * len(a) / sum(a):,.0f} rays/s), B {sum(b):.1f} s "
-        f"({rays * len(b) / sum(b):,.0f} rays/s); A/B time {sum(a) / sum(b):.3f}; A faster in {100 * won:.0f} % of rounds"
+        f"({rays * len(b) / sum(b):,.0f} rays/s); A/B time {sum(a) / sum(b):.3f}; "
+        f"A faster in {100 * won:.0f} % of rounds"
     )
     if args.json is not None:
         out = {"a": str(args.a), "b": str(args.b), "steps_per_round": args.steps, "seconds_a": a, "seconds_b": b}
