@@ -395,8 +395,8 @@ def train_step(
     else:
         batch = priors.sample(dataset, config.batch_rays, state.sampler).to(device)
     rays_o, rays_d = batch.rays_o, batch.rays_d
+    progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
     if state.camera_opt is not None:  # the rays where the corrected cameras put them (differentiable)
-        progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
         set_position_grad_weights(state.model, progress, config.pose_coarse_to_fine)
         rays_o, rays_d = state.camera_opt.apply(rays_o, rays_d, batch.frame)
     # near: the model's (the scene's unless set)
@@ -413,7 +413,6 @@ def train_step(
     )
     total = losses.total
     if priors is not None:
-        progress = state.schedule.progress if state.schedule is not None else step / max(config.steps, 1)
         total = total + priors.loss(pred, len(batch), progress)
     if state.camera_opt is not None and config.pose_penalty > 0:
         total = total + config.pose_penalty * state.camera_opt.penalty()
