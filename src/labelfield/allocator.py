@@ -5,7 +5,10 @@ returns it with `munmap` when freed. A training step allocates the hash table's 
 and frees it at `zero_grad(set_to_none=True)`, so every step page-faults 56 MB of new, kernel-zeroed pages:
 ~8k minor faults and 10-30 ms of a ~110 ms step on a 2-core machine, with no work done. The rendered frames'
 packed-sample buffers (tens of MB) pay the same. Raising the mmap and trim thresholds makes glibc reuse those
-blocks from its heap. Cost: the resident size stays at its peak instead of shrinking between steps.
+blocks from its heap. Cost: the resident size stays at its peak instead of shrinking between steps, and that peak
+can hold a few copies of a large block: torch asks for 64-byte-aligned blocks, a freed block hemmed in by small
+allocations is then a few bytes short of the next request, and the heap grows until freed blocks coalesce (up to
+~8 copies of a 64 MB block in tests/test_allocator.py before it settles; a few hundred MB, not a leak).
 
 `keep_large_blocks()` is idempotent and a no-op on other C libraries / platforms, or with $LABELFIELD_MALLOPT=0.
 """
