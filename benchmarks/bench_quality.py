@@ -124,9 +124,11 @@ def fit_and_score(
     frames = eval_subset(scene, sorted(run.labelled), args.eval_frames, "unlabelled")
     metrics = score_model(run.model, scene, frames, set(run.labelled), "ngp", workdir, device, args.chunk)
     derived = {
-        # what `labelfield annotate` writes by default, and the same without the depth-edge refinement (ablation)
+        # what `labelfield annotate` writes by default, and ablations: without the depth-edge refinement, without
+        # the nearest-labelled-point fill of pixels nothing reprojects to
         "field+fusion": score_fused(run, frames, workdir, args.chunk, scene_depth=setting.depth),
         "field+fusion, no refine": score_fused(run, frames, workdir, args.chunk, setting.depth, refine=False),
+        "field+fusion, no unseen fill": score_fused(run, frames, workdir, args.chunk, setting.depth, unseen=False),
     }
     return {
         **metrics,
@@ -143,11 +145,12 @@ def fit_and_score(
 
 
 def score_fused(
-    run: Any, frames: list[int], workdir: Path, chunk: int, scene_depth: bool, refine: bool = True
+    run: Any, frames: list[int], workdir: Path, chunk: int, scene_depth: bool, refine: bool = True, unseen: bool = True
 ) -> dict[str, Any]:
     """What `labelfield annotate` writes by default: the field fused with the user's labels reprojected through
     depth (the scene's in RGB-D settings; the field's rendered depth in RGB-only ones, as for a scene without
-    depth maps), label boundaries refined on the same depth's edges (`refine`). Scored like `score_model`
+    depth maps), pixels nothing reprojects to filled by the nearest labelled 3D points (`unseen`), label
+    boundaries refined on the same depth's edges (`refine`). Scored like `score_model`
     (consistency on GT depth)."""
     from labelfield.annotate.fitted import run_labels_fn
     from labelfield.annotate.frames import annotate_frames
@@ -161,6 +164,7 @@ def score_fused(
         run.sparse_labels(),
         scene_depth=scene_depth,
         refine=DEFAULT_TOL if refine else None,
+        **({} if unseen else {"unseen_k": 0}),
     )
 
     def render(intr: Any, c2w: np.ndarray) -> dict[str, Any]:

@@ -116,3 +116,10 @@ def test_cli_exit_code(tmp_path):
     assert main(["baseline", str(gt_dir), "--out", str(tmp_path / "L"), "--method", "nearest"]) == 0
     assert main(["eval", str(tmp_path / "L"), "--gt", str(gt_dir), "--no-report"]) == 0
     assert main(["eval", str(tmp_path / "L"), "--gt", str(tmp_path / "missing")]) == 2
+
+
+def test_baseline_depth_tolerance_default_is_the_library_default():
+    from labelfield.baselines.command import BaselineCommand
+    from labelfield.baselines.reproject import REL_TOL
+
+    assert BaselineCommand.__dataclass_fields__["depth_tol"].default == REL_TOL

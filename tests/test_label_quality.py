@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from labelfield.annotate.fuse import FusedRenderer, fuse_probs
+from labelfield.baselines.nearest_point import LabelledPoints
 from labelfield.baselines.pseudo_labels import make_pseudo_labels
 from labelfield.cameras import project, unproject_depth
 from labelfield.errors import LabelfieldError
@@ -196,3 +197,56 @@ def test_fused_renderer_improves_a_wrong_field(scene):
     g = scene.frames[4]
     np.testing.assert_array_equal(fused(g.intrinsics, g.c2w)["probs"], render_fn(g.intrinsics, g.c2w)["probs"])
     assert fused.fused_frames == 1
+
+
+# --- the nearest labelled 3D points, for pixels nothing reprojects to ------------------------------------
+def test_nearest_points_vote_matches_brute_force():
+    rng = np.random.default_rng(0)
+    pts, ids = rng.uniform(-1, 1, (300, 3)), rng.choice([3, 7, 9], 300)
+    q = rng.uniform(-1, 1, (50, 3))
+    labels, conf = LabelledPoints(pts, ids).query(q, k=5)
+    for j in range(len(q)):
+        d = np.linalg.norm(pts - q[j], axis=1)
+        near = np.argsort(d)[:5]
+        votes = {c: sum(1.0 / max(d[n], 1e-3) for n in near if ids[n] == c) for c in (3, 7, 9)}
+        best = max(votes, key=votes.get)
+        assert labels[j] == best
+        assert conf[j] == pytest.approx(votes[best] / sum(votes.values()), rel=1e-5)
+    empty_labels, empty_conf = LabelledPoints(np.zeros((0, 3)), np.zeros(0)).query(q)
+    assert (empty_labels == 0).all() and (empty_conf == 0).all()
+
+
+def test_labelled_points_label_another_view_of_the_same_surfaces(scene):
+    sparse = make_sparse_labels(scene, "every:4")
+    cloud = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse})
+    assert 0 < len(cloud.points) <= sum(int((lab != 0).sum()) for lab in sparse.values())
+    f = scene.frames[2]
+    d, gt = f.load_depth(), f.load_labels()
+    ok = (d > 0) & (gt != 0)
+    labels, conf = cloud.query(unproject_depth(d.astype(np.float64), f.intrinsics, f.c2w)[ok])
+    assert (labels == gt[ok]).mean() > 0.9 and conf.min() >= 0 and conf.max() <= 1
+    capped = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse}, 100)
+    assert len(capped.points) <= 100 + len(sparse)  # a stride per frame: at most one point over per frame
+
+
+def test_fused_renderer_labels_pixels_nothing_reprojects_to(scene):
+    sparse = make_sparse_labels(scene, "every:4")
+    C = scene.classes.num_classes
+
+    def render_fn(intr, c2w):  # a field that has learnt nothing
+        H, W = intr.height, intr.width
+        return {"probs": np.full((H, W, C), 1.0 / C, np.float32), "depth": np.zeros((H, W), np.float32)}
+
+    f = scene.frames[2]
+    gt = scene.classes.to_index(f.load_labels())
+    # rel_tol=0: every reprojected splat fails the z-test, so only the nearest labelled points can label t
+    acc = {
+        k: (
+            FusedRenderer(render_fn, scene, scene.classes, sparse, rel_tol=0.0, unseen_k=k, refine=None)(
+                f.intrinsics, f.c2w
+            )["probs"].argmax(-1)
+            == gt
+        ).mean()
+        for k in (0, 16)
+    }
+    assert acc[0] < 0.5 and acc[16] > 0.9, acc

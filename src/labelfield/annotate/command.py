@@ -101,6 +101,10 @@ class AnnotateCommand:
     refine: bool = True
     """With fusion: pull label boundaries onto the depth edges of each frame (a 3x3 vote among neighbours on
     the same surface, see labelfield.annotate.refine); --no-refine keeps the fused labels as they are."""
+    fill_unseen: bool = True
+    """With fusion: pixels that no labelled frame sees (disocclusions) also hear the labels of the nearest
+    labelled 3D points, beside the field (labelfield.baselines.nearest_point); --no-fill-unseen leaves them
+    to the field alone."""
 
     def _check_paths(self) -> None:
         from labelfield.run import RunFolder
@@ -162,6 +166,7 @@ class AnnotateCommand:
                     overlay=self.overlay,
                     fuse=self.fuse,
                     refine=self.refine,
+                    fill_unseen=self.fill_unseen,
                 )
             dt = time.perf_counter() - t0
             video = None

@@ -69,13 +69,15 @@ def annotate_run(
     overlay: bool = True,
     fuse: str = "auto",
     refine: bool = True,
+    fill_unseen: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
     `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames`. `scene_path` goes into frames.json
     (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
     what it costs: rgb runs the colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth):
     fuse the field with the user's labels reprojected through depth (`annotate.fuse.FusedRenderer`), then
-    (`refine`) pull label boundaries onto depth edges (`annotate.refine`)."""
+    (`refine`) pull label boundaries onto depth edges (`annotate.refine`); `fill_unseen`: pixels nothing
+    reprojects to also hear the nearest labelled 3D points (`baselines.nearest_point`)."""
     scene = loaded.scene
     indices = list(range(len(scene))) if indices is None else list(indices)
     has_depth = len(scene.frames) > 0 and all(f.has_depth() for f in scene.frames)
@@ -89,7 +91,12 @@ def annotate_run(
         from labelfield.annotate.refine import DEFAULT_TOL
 
         render_fn = FusedRenderer(
-            render_fn, scene, loaded.classes, loaded.sparse_labels(), refine=DEFAULT_TOL if refine else None
+            render_fn,
+            scene,
+            loaded.classes,
+            loaded.sparse_labels(),
+            refine=DEFAULT_TOL if refine else None,
+            **({} if fill_unseen else {"unseen_k": 0}),
         )
     return annotate_frames(
         render_fn,

@@ -13,6 +13,14 @@ is sure and reprojection is weak (one far source, sources disagreeing) the field
 unsure or misses a small object that several sources agree on, reprojection wins; where nothing reprojects
 (disocclusions, no depth) the field alone decides.
 
+Pixels nothing reprojects to (disocclusions: the ceiling of a walk-through, the far side of an object) but
+with depth then hear a second, weaker expert of the same form: the vote of the 16 nearest labelled 3D points
+(`labelfield.baselines.nearest_point`), exponent `unseen_trust` = 3 (no z-test, so less than reprojection's 8).
+Measured on the four tune rooms (10 % labelled, RGB-D, 1000 steps; with the 3 % z-test): 0.958 / 0.942 / 0.976 /
+0.967 before (5 % z-test, no fill), 0.972 / 0.970 / 0.984 / 0.977 with both (exponent 2: 0.969 / 0.972 / 0.985 /
+0.975; 4: 0.977 / 0.965 / 0.983 / 0.978; 8: 0.974 / 0.933 on the first two — it then overrules the field on
+thin objects); `reproject` at 3 %: 0.949 / 0.959 / 0.965 / 0.960.
+
 Depth: the scene's depth maps when it has them; otherwise the field's rendered depth (the labelled frames are
 rendered once for their depth), so RGB-only scenes get geometric propagation too.
 """
@@ -26,8 +34,10 @@ import numpy as np
 
 from labelfield.annotate.frames import RenderFn, to_numpy
 from labelfield.annotate.refine import DEFAULT_TOL, refine_probs
+from labelfield.baselines.nearest_point import LabelledPoints
 from labelfield.baselines.pseudo_labels import pseudo_labels_for
-from labelfield.cameras import Intrinsics
+from labelfield.baselines.reproject import REL_TOL
+from labelfield.cameras import Intrinsics, unproject_depth
 from labelfield.labels import SparseLabels
 from labelfield.scene import ClassTable, Scene
 
@@ -74,6 +84,9 @@ class FusedRenderer:
         scene_depth: use the scene's depth (None: when every frame has some); False: the field's rendered depth.
         refine: then pull the label boundaries onto the frame's depth edges (`annotate.refine.refine_probs`,
             with that same depth); None/0 = off.
+        unseen_k: pixels that nothing reprojects to (but with depth) take the vote of the `unseen_k` nearest
+            labelled 3D points (`baselines.nearest_point`) as a second expert, with exponent `unseen_trust`
+            (weaker than reprojection's: no z-test); 0 = leave them to the field.
     """
 
     def __init__(
@@ -83,11 +96,13 @@ class FusedRenderer:
         classes: ClassTable,
         sparse: SparseLabels,
         n_sources: int = 4,
-        rel_tol: float = 0.05,
+        rel_tol: float = REL_TOL,
         trust: float = 8.0,
         depth_fn: Callable[[int], np.ndarray | None] | None = None,
         scene_depth: bool | None = None,
         refine: float | None = DEFAULT_TOL,
+        unseen_k: int = 16,
+        unseen_trust: float = 3.0,
     ) -> None:
         self.render_fn, self.scene, self.classes, self.sparse = render_fn, scene, classes, sparse
         self.n_sources, self.rel_tol, self.trust, self.refine = n_sources, rel_tol, trust, refine
@@ -96,6 +111,8 @@ class FusedRenderer:
         self.depth_fn = depth_fn or (lambda i: scene.frames[i].load_depth())
         self._by_pose = {self._key(f.intrinsics, f.c2w): i for i, f in enumerate(scene.frames)}
         self._src_depth: dict[int, np.ndarray] | None = None
+        self.unseen_k, self.unseen_trust = unseen_k, unseen_trust
+        self._points: LabelledPoints | None = None
         self.fused_frames = 0
 
     @staticmethod
@@ -112,6 +129,29 @@ class FusedRenderer:
                 self._src_depth[i] = np.nan_to_num(np.asarray(d, np.float32), nan=0.0)
         return self._src_depth
 
+    def unseen_labels(
+        self,
+        covered: np.ndarray,
+        depth_t: np.ndarray,
+        intr: Intrinsics,
+        c2w: np.ndarray,
+        opacity: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (H, W) ids, confidence (H, W)) from the nearest labelled 3D points, for the pixels not
+        `covered` by reprojection that have depth; 0 elsewhere. With the field's `opacity` (H, W), only where it
+        is > 0.5: a rendered depth is no surface where the ray sees the background."""
+        labels = np.zeros(covered.shape, np.int64)
+        conf = np.zeros(covered.shape, np.float32)
+        empty = ~covered & (depth_t > 0) & np.isfinite(depth_t)
+        if opacity is not None:
+            empty &= opacity > 0.5
+        if empty.any():
+            if self._points is None:
+                self._points = LabelledPoints.from_frames(self.scene, self.sparse, self.source_depth())
+            xyz = unproject_depth(depth_t.astype(np.float64), intr, c2w)[empty]
+            labels[empty], conf[empty] = self._points.query(xyz, self.unseen_k)
+        return labels, conf
+
     def __call__(self, intr: Intrinsics, c2w: np.ndarray) -> dict[str, Any]:
         out = self.render_fn(intr, c2w)
         t = self._by_pose.get(self._key(intr, c2w))
@@ -126,6 +166,13 @@ class FusedRenderer:
         probs = to_numpy(out["probs"]).astype(np.float32)
         fused = dict(out)
         fused["probs"] = fuse_probs(probs, index, conf, self.trust)
+        if self.unseen_k > 0:
+            op = out.get("opacity")
+            op = None if op is None else to_numpy(op).astype(np.float32).reshape(labels.shape)
+            nn_ids, nn_conf = self.unseen_labels((index >= 0) & (conf > 0), depth_t, intr, c2w, op)
+            nn_index = self.classes.to_index(nn_ids)
+            fused["probs"] = fuse_probs(fused["probs"], nn_index, nn_conf, self.unseen_trust)
+            index = np.where(index >= 0, index, nn_index)
         if self.refine:
             fused["probs"] = refine_probs(fused["probs"], depth_t, tol=self.refine)
         if "label" in out:  # the inference-only render's argmax and confidence follow the fused probs

@@ -40,6 +40,9 @@ class BaselineCommand:
     """Read the scene at 1/downscale resolution."""
     sources: int = 4
     """reproject: how many nearest labelled frames to warp from."""
+    depth_tol: float = 0.03
+    """reproject: a warped label counts where its depth is within this fraction of the target's depth (the
+    z-test; labelfield.baselines.reproject.REL_TOL)."""
 
     def run(self) -> int:
         from rich.console import Console
@@ -55,6 +58,8 @@ class BaselineCommand:
 
         if self.downscale < 1 or self.sources < 1:
             raise LabelfieldError("--downscale and --sources must be >= 1")
+        if not 0 < self.depth_tol < 1:
+            raise LabelfieldError(f"--depth-tol must be in (0, 1), not {self.depth_tol}")
         if paths_overlap(self.out, self.scene):
             raise LabelfieldError("output folder is inside the input scene (or contains it)", self.out)
         scene = load_scene(self.scene, self.format, downscale=self.downscale)
@@ -65,7 +70,7 @@ class BaselineCommand:
             if self.method == "nearest":
                 dense = nearest_labels(sparse, n)
             else:
-                dense = reproject_labels(scene, sparse, self.sources, on_progress=show)
+                dense = reproject_labels(scene, sparse, self.sources, self.depth_tol, on_progress=show)
             with atomic_dir(self.out) as tmp:
                 records = []
                 for i, f in enumerate(scene.frames):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from labelfield.baselines.reproject import nearest_sources, source_warps, vote
+from labelfield.baselines.reproject import REL_TOL, nearest_sources, source_warps, vote
 from labelfield.labels import SparseLabels
 from labelfield.scene import Scene
 
@@ -33,7 +33,7 @@ def pseudo_labels_for(
     depth_t: np.ndarray | None,
     src_depth: dict[int, np.ndarray],
     n_sources: int = 4,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels (H, W) ids, confidence (H, W)) for one frame t, from the labelled frames' depth `src_depth`
     (index -> (H, W) z-depth) and t's depth (None: forward splatting only, no z-test in t)."""
@@ -47,7 +47,7 @@ def make_pseudo_labels(
     sparse: SparseLabels,
     depth_fn: DepthFn | None = None,
     n_sources: int = 4,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
     targets: Iterable[int] | None = None,
 ) -> PseudoLabels:
     """Pseudo-labels for every frame without user labels (or `targets`), or {} when depth is missing.

@@ -24,6 +24,14 @@ from labelfield.labels import SparseLabels
 from labelfield.progress import Progress, ProgressFn
 from labelfield.scene import Scene
 
+REL_TOL = 0.03
+"""Default z-test: a warped label counts where its depth is within 3 % of the target's. Measured on the four
+tune rooms (10 % labelled, exact depth, 8 scored frames), `reproject` mIoU at 0.05 / 0.03 / 0.02: 0.923 / 0.959 /
+0.960, 0.942 / 0.949 / 0.950, 0.963 / 0.965 / 0.965, 0.946 / 0.960 / 0.961 — a looser test lets a label slide
+across contact edges (an object's foot onto the table). With sensor-like depth (holes 0.2, 1 % noise, edge
+dropouts) annotate's fused output still gains on the first room (0.905 at 0.05, 0.910 at 0.03, 0.911 at 0.02);
+0.03 keeps 3 sigma of 1 % noise."""
+
 
 def warp_labels(
     labels: np.ndarray,
@@ -33,7 +41,7 @@ def warp_labels(
     intr_t: Intrinsics,
     c2w_t: np.ndarray,
     depth_t: np.ndarray | None = None,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
     splat: int = 1,
 ) -> np.ndarray:
     """Warp one source's labels (H, W) into the target view; returns (H_t, W_t) ids, 0 where nothing landed.
@@ -84,7 +92,7 @@ def lookup_labels(
     c2w_t: np.ndarray,
     depth_t: np.ndarray,
     need: np.ndarray,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
 ) -> np.ndarray:
     """Backward lookup for target pixels `need` (H_t, W_t) bool: back-project them with the target depth,
     read the source label at the best-matching of the 2x2 pixels around the projection if its depth agrees
@@ -141,7 +149,7 @@ def source_warps(
     sources: list[int],
     src_depth: dict[int, np.ndarray],
     depth_t: np.ndarray | None,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
     fill_cracks: bool = True,
 ) -> list[np.ndarray]:
     """Each source's labels warped into frame t: a list of (H_t, W_t) ids (0 = this source does not see it).
@@ -200,7 +208,7 @@ def reproject_labels(
     scene: Scene,
     sparse: SparseLabels,
     n_sources: int = 4,
-    rel_tol: float = 0.05,
+    rel_tol: float = REL_TOL,
     fill_cracks: bool = True,
     on_progress: ProgressFn | None = None,
     depth_fn: DepthFn | None = None,
