@@ -250,3 +250,13 @@ def test_fused_renderer_labels_pixels_nothing_reprojects_to(scene):
         for k in (0, 16)
     }
     assert acc[0] < 0.5 and acc[16] > 0.9, acc
+
+
+def test_pseudo_label_depth_tolerance_is_used_and_checked(scene):
+    sparse = make_sparse_labels(scene, "every:4")
+    loose = plan_supervision(FitConfig(pseudo_labels="on", pseudo_depth_tol=0.5), scene, sparse).pseudo
+    tight = plan_supervision(FitConfig(pseudo_labels="on", pseudo_depth_tol=1e-6), scene, sparse).pseudo
+    n = {k: sum(int((lab != 0).sum()) for lab, _ in p.values()) for k, p in (("loose", loose), ("tight", tight))}
+    assert n["tight"] < n["loose"], n  # a z-test that nothing passes leaves only exact matches
+    with pytest.raises(LabelfieldError, match="pseudo-depth-tol"):
+        plan_supervision(FitConfig(pseudo_labels="on", pseudo_depth_tol=0.0), scene, sparse)

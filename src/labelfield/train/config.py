@@ -120,6 +120,9 @@ class FitConfig:
     """Pseudo-labels below this confidence are not trained on."""
     pseudo_sources: int = 4
     """Labelled frames (nearest in sequence order) reprojected into each unlabelled frame."""
+    pseudo_depth_tol: float = 0.05
+    """z-test of the pseudo-labels: a reprojected label counts where its depth is within this fraction of the
+    target's (annotate's fusion and the reproject baseline use 0.03)."""
     # --- camera pose refinement (train/camera_opt.py) ---
     pose_refine: Literal["auto", "on", "off"] = "off"
     """Learn a 6-DoF correction of every training camera with the field (BARF / nerfstudio's SO3xR3): on; auto =

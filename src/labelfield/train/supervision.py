@@ -69,12 +69,17 @@ def plan_supervision(config: Any, scene: Scene, sparse: SparseLabels) -> Supervi
     use_pseudo = depth if mode == "auto" else mode == "on"
     if use_pseudo and depth_fn is None:
         raise LabelfieldError("--pseudo-labels on needs depth maps; this scene has none", scene.root)
+    tol = float(getattr(config, "pseudo_depth_tol", 0.05))
+    if not 0 < tol < 1:
+        raise LabelfieldError(f"--pseudo-depth-tol must be in (0, 1), not {tol}")
     pseudo: PseudoLabels = {}
     if use_pseudo:
-        # The training pseudo-labels keep the 5 % z-test they were tuned with; annotate's fusion and the
-        # `reproject` baseline use 3 % (baselines.reproject.REL_TOL). Not yet re-measured for training.
         pseudo = make_pseudo_labels(
-            scene, sparse, depth_fn, n_sources=int(getattr(config, "pseudo_sources", 4)), rel_tol=0.05
+            scene,
+            sparse,
+            depth_fn,
+            n_sources=int(getattr(config, "pseudo_sources", 4)),
+            rel_tol=tol,
         )
     parts = ["RGB", "labels"]
     if depth:
