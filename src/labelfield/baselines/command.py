@@ -12,6 +12,7 @@ from typing import Literal
 
 import tyro
 
+from labelfield.baselines.reproject import REL_TOL
 from labelfield.errors import LabelfieldError
 from labelfield.io import paths_overlap
 
@@ -40,7 +41,7 @@ class BaselineCommand:
     """Read the scene at 1/downscale resolution."""
     sources: int = 4
     """reproject: how many nearest labelled frames to warp from."""
-    depth_tol: float = 0.03
+    depth_tol: float = REL_TOL
     """reproject: a warped label counts where its depth is within this fraction of the target's depth (the
     z-test; labelfield.baselines.reproject.REL_TOL)."""
 
