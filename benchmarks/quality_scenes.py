@@ -73,6 +73,9 @@ SUITE: list[SuiteScene] = [
     SuiteScene("t-walk-plain", "tune", seed=12, walls="plain", path_kind="walk", frames=100, low_label=True),
     SuiteScene("t-orbit-wallpaper", "tune", seed=13, walls="wallpaper", path_kind="orbit", frames=64),
     SuiteScene("t-walk-wallpaper", "tune", seed=14, walls="wallpaper", path_kind="walk", frames=90, low_label=True),
+    # added 2026-12-03 (evening): the report split's plaster walk and plain orbit had no tune counterpart
+    SuiteScene("t-walk-plaster", "tune", seed=15, walls="plaster", path_kind="walk", frames=100),
+    SuiteScene("t-orbit-plain", "tune", seed=16, walls="plain", path_kind="orbit", frames=80),
     # report: held out, never tuned on
     SuiteScene("r-walk-plaster", "report", seed=21, walls="plaster", path_kind="walk", frames=100, low_label=True),
     SuiteScene("r-orbit-plain", "report", seed=22, walls="plain", path_kind="orbit", frames=80),

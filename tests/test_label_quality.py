@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labelfield.annotate.fuse import FusedRenderer, fuse_probs
-from labelfield.baselines.nearest_point import LabelledPoints
+from labelfield.baselines.nearest_point import LabelledPoints, depth_normals
 from labelfield.baselines.pseudo_labels import make_pseudo_labels
 from labelfield.cameras import project, unproject_depth
 from labelfield.errors import LabelfieldError
@@ -216,6 +216,43 @@ def test_nearest_points_vote_matches_brute_force():
     assert (empty_labels == 0).all() and (empty_conf == 0).all()
 
 
+def test_normals_of_a_tilted_plane_face_the_camera_and_skip_holes():
+    from labelfield.cameras import Intrinsics
+
+    intr = Intrinsics(40.0, 40.0, 19.5, 14.5, 40, 30)
+    c2w = np.eye(4)
+    v, u = np.mgrid[0:30, 0:40].astype(np.float64)
+    n = np.array([0.3, -0.4, -1.0]) / np.linalg.norm([0.3, -0.4, -1.0])  # plane n . X = -2, seen from the origin
+    rays = np.stack([(u - 19.5) / 40, (v - 14.5) / 40, np.ones_like(u)], -1)
+    depth = -2.0 / (rays @ n)  # z-depth of the plane along each pixel's ray (z = 1 rays)
+    depth[10:13, 20:23] = 0.0  # a hole
+    got = depth_normals(unproject_depth(depth, intr, c2w), depth, c2w, step=1)
+    ok = np.linalg.norm(got, axis=-1) > 0
+    assert not ok[11, 21] and not ok[9, 21] and ok[5, 5] and ok.mean() > 0.9  # a hole and its 4-neighbours
+    assert np.allclose(got[ok], n, atol=1e-6)  # facing the camera: n . (camera - X) > 0
+
+
+def test_normal_weighted_vote_prefers_surfaces_facing_the_same_way():
+    # A room corner: labelled wall (class 2, normal +x) up to the corner at x = 0, labelled ceiling (class 3,
+    # normal -z) further away. A query on the ceiling next to the wall is nearer to the wall's points.
+    g = np.linspace(0.0, 1.0, 11)
+    wall = np.stack(np.meshgrid([0.0], g, g - 1.0, indexing="ij"), -1).reshape(-1, 3)  # x = 0, z in [-1, 0]
+    ceil = np.stack(np.meshgrid(g + 1.0, g, [0.0], indexing="ij"), -1).reshape(-1, 3)  # z = 0, x in [1, 2]
+    pts = np.concatenate([wall, ceil])
+    ids = np.r_[np.full(len(wall), 2), np.full(len(ceil), 3)]
+    normals = np.r_[np.tile([1.0, 0, 0], (len(wall), 1)), np.tile([0, 0, -1.0], (len(ceil), 1))]
+    q, qn = np.array([[0.3, 0.5, 0.0]]), np.array([[0.0, 0.0, -1.0]])
+    assert LabelledPoints(pts, ids).query(q, k=8)[0][0] == 2  # by position: the wall
+    by_normal = LabelledPoints(pts, ids, normals, normal_weight=1.0)
+    assert by_normal.query(q, k=8, normals=qn)[0][0] == 3
+    # the search is the plain vote in (xyz, w n): brute force over the 6-D keys
+    keys, qk = np.c_[pts, normals], np.c_[q, qn]
+    near = np.argsort(np.linalg.norm(keys - qk, axis=1))[:8]
+    d = np.linalg.norm(keys[near] - qk, axis=1)
+    share = (1 / np.maximum(d, 1e-3))[ids[near] == 3].sum() / (1 / np.maximum(d, 1e-3)).sum()
+    assert by_normal.query(q, k=8, normals=qn)[1][0] == pytest.approx(share, rel=1e-5)
+
+
 def test_labelled_points_label_another_view_of_the_same_surfaces(scene):
     sparse = make_sparse_labels(scene, "every:4")
     cloud = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse})
@@ -227,6 +264,11 @@ def test_labelled_points_label_another_view_of_the_same_surfaces(scene):
     assert (labels == gt[ok]).mean() > 0.9 and conf.min() >= 0 and conf.max() <= 1
     capped = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse}, 100)
     assert len(capped.points) <= 100 + len(sparse)  # a stride per frame: at most one point over per frame
+    depth = {i: scene.frames[i].load_depth() for i in sparse}
+    oriented = LabelledPoints.from_frames(scene, sparse, depth, normal_weight=0.5)
+    xyz = unproject_depth(d.astype(np.float64), f.intrinsics, f.c2w)
+    labels_n, _ = oriented.query(xyz[ok], normals=depth_normals(xyz, d, f.c2w)[ok])
+    assert (labels_n == gt[ok]).mean() > 0.9
 
 
 def test_fused_renderer_labels_pixels_nothing_reprojects_to(scene):

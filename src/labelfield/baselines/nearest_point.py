@@ -13,6 +13,11 @@ extrapolates poorly there. On the tune rooms (10 % labelled, 1000 steps) the unc
 scored pixels but ~2/3 of the annotate output's errors; the nearest labelled points were right on 95 % of them
 where the field was right on 79 % (mostly ceiling taken for wall or floor). No z-test, so it is a prior for
 pixels nothing reprojects to, not a replacement for reprojection.
+
+With `normal_weight` w > 0 the neighbours are searched in (x, y, z, w n), n the unit surface normal from the
+depth map (`depth_normals`): a labelled point on a surface facing elsewhere counts as farther (two surfaces at
+right angles are w * sqrt(2) apart). So an unseen stretch of ceiling asks the labelled ceiling rather than the
+top of the wall beside it. Annotate uses w = 0.5 (metres: the fill runs only with sensor depth, which is metric).
 """
 
 from __future__ import annotations
@@ -35,35 +40,58 @@ class LabelledPoints:
         >>> labels, conf = pts.query(xyz)  # (M,) ids (0 where the cloud is empty), (M,) float32
     """
 
-    def __init__(self, points: np.ndarray, ids: np.ndarray) -> None:
+    def __init__(
+        self, points: np.ndarray, ids: np.ndarray, normals: np.ndarray | None = None, normal_weight: float = 0.0
+    ) -> None:
         from scipy.spatial import cKDTree
 
         self.points, self.ids = np.asarray(points, np.float64).reshape(-1, 3), np.asarray(ids).reshape(-1)
-        self.tree = cKDTree(self.points) if len(self.points) else None
+        self.normal_weight = float(normal_weight) if normals is not None else 0.0
+        keys = self.points
+        if self.normal_weight > 0:  # search in (x, y, z, w n): a surface facing elsewhere counts as farther
+            keys = np.concatenate([keys, self.normal_weight * np.asarray(normals, np.float64).reshape(-1, 3)], 1)
+        self.tree = cKDTree(keys) if len(self.points) else None
 
     @classmethod
     def from_frames(
-        cls, scene: Scene, sparse: SparseLabels, depth: dict[int, np.ndarray], max_points: int = 1_000_000
+        cls,
+        scene: Scene,
+        sparse: SparseLabels,
+        depth: dict[int, np.ndarray],
+        max_points: int = 1_000_000,
+        normal_weight: float = 0.0,
     ) -> LabelledPoints:
         """The labelled pixels of `sparse` (frame index -> (H, W) ids, 0 = unlabelled) with depth > 0 in `depth`
-        (frame index -> (H, W) z-depth, the scene's or the field's), at most ~`max_points` of them."""
+        (frame index -> (H, W) z-depth, the scene's or the field's), at most ~`max_points` of them.
+        `normal_weight` > 0: neighbours are searched in (xyz, normal_weight * unit normal), normals from depth."""
         counts = {i: int(((lab != 0) & (depth[i] > 0)).sum()) for i, lab in sparse.items() if i in depth}
         stride = max(1, int(np.ceil(sum(counts.values()) / max(max_points, 1))))
-        pts, ids = [np.zeros((0, 3))], [np.zeros(0, np.int64)]
+        pts, ids, nrm = [np.zeros((0, 3))], [np.zeros(0, np.int64)], [np.zeros((0, 3))]
         for i in sorted(counts):
             lab, d, f = sparse[i], depth[i], scene.frames[i]
             ok = (lab != 0) & (d > 0) & np.isfinite(d)
-            pts.append(unproject_depth(d.astype(np.float64), f.intrinsics, f.c2w)[ok][::stride])
+            xyz = unproject_depth(d.astype(np.float64), f.intrinsics, f.c2w)
+            pts.append(xyz[ok][::stride])
             ids.append(lab[ok][::stride].astype(np.int64))
-        return cls(np.concatenate(pts), np.concatenate(ids))
+            if normal_weight > 0:
+                nrm.append(depth_normals(xyz, d, f.c2w)[ok][::stride])
+        normals = np.concatenate(nrm) if normal_weight > 0 else None
+        return cls(np.concatenate(pts), np.concatenate(ids), normals, normal_weight)
 
-    def query(self, xyz: np.ndarray, k: int = 16, min_dist: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-        """(labels (N,) original ids, confidence (N,) float32 in [0, 1]) for world points xyz (N, 3)."""
+    def query(
+        self, xyz: np.ndarray, k: int = 16, min_dist: float = 1e-3, normals: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (N,) original ids, confidence (N,) float32 in [0, 1]) for world points xyz (N, 3); with
+        `normal_weight`, their unit normals (N, 3) too (zeros where unknown)."""
         n = len(xyz)
         if self.tree is None or n == 0:
             return np.zeros(n, self.ids.dtype), np.zeros(n, np.float32)
         k = min(k, len(self.points))
-        dist, nn = self.tree.query(np.asarray(xyz, np.float64), k=k, workers=-1)
+        keys = np.asarray(xyz, np.float64).reshape(-1, 3)
+        if self.normal_weight > 0:
+            nq = np.zeros_like(keys) if normals is None else np.asarray(normals, np.float64).reshape(-1, 3)
+            keys = np.concatenate([keys, self.normal_weight * nq], 1)
+        dist, nn = self.tree.query(keys, k=k, workers=-1)
         dist, nn = dist.reshape(n, k), nn.reshape(n, k)
         classes, inv = np.unique(self.ids[nn], return_inverse=True)  # votes over the classes seen, not all ids
         votes = np.zeros((n, len(classes)))
@@ -71,3 +99,21 @@ class LabelledPoints:
         best = votes.argmax(1)
         conf = votes[np.arange(n), best] / np.maximum(votes.sum(1), 1e-12)
         return classes[best], conf.astype(np.float32)
+
+
+def depth_normals(xyz: np.ndarray, depth: np.ndarray, c2w: np.ndarray, step: int = 1) -> np.ndarray:
+    """Unit surface normals (H, W, 3) of a back-projected depth map xyz (H, W, 3), facing the camera; zeros where
+    a pixel or one of its four neighbours has no depth. Differences between the pixels `step` to either side
+    (a wider baseline averages out sensor noise; clamped at the border)."""
+    ok = (depth > 0) & np.isfinite(depth)
+    H, W = depth.shape
+    u, v = np.arange(W), np.arange(H)
+    du = xyz[:, np.minimum(u + step, W - 1)] - xyz[:, np.maximum(u - step, 0)]
+    dv = xyz[np.minimum(v + step, H - 1)] - xyz[np.maximum(v - step, 0)]
+    n = np.cross(du, dv)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0)
+    n *= np.where(((np.asarray(c2w)[:3, 3] - xyz) * n).sum(-1, keepdims=True) < 0, -1.0, 1.0)
+    valid = ok & ok[:, np.minimum(u + step, W - 1)] & ok[:, np.maximum(u - step, 0)]
+    valid &= ok[np.minimum(v + step, H - 1)] & ok[np.maximum(v - step, 0)]
+    return np.where(valid[..., None], n, 0.0)
