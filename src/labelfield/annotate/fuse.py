@@ -16,7 +16,8 @@ unsure or misses a small object that several sources agree on, reprojection wins
 Pixels nothing reprojects to (disocclusions: the ceiling of a walk-through, the far side of an object) but
 with the scene's depth (not the field's) then hear a second, weaker expert of the same form: the vote of the
 16 nearest labelled 3D points (`labelfield.baselines.nearest_point`), exponent `unseen_trust` = 3 (no z-test,
-so less than reprojection's 8); neighbours by position and surface normal (`UNSEEN_NORMAL_WEIGHT`).
+so less than reprojection's 8); neighbours by position, surface normal and colour (`UNSEEN_NORMAL_WEIGHT`,
+`UNSEEN_COLOR_WEIGHT`: a joint, "bilateral" neighbourhood, as dense CRFs use position and colour).
 Measured on the four tune rooms (10 % labelled, RGB-D, 1000 steps; with the 3 % z-test): 0.958 / 0.942 / 0.976 /
 0.967 before (5 % z-test, no fill), 0.972 / 0.970 / 0.984 / 0.977 with both (exponent 2: 0.969 / 0.972 / 0.985 /
 0.975; 4: 0.977 / 0.965 / 0.983 / 0.978; 8: 0.974 / 0.933 on the first two — it then overrules the field on
@@ -35,7 +36,7 @@ import numpy as np
 
 from labelfield.annotate.frames import RenderFn, to_numpy
 from labelfield.annotate.refine import DEFAULT_TOL, refine_probs
-from labelfield.baselines.nearest_point import LabelledPoints, depth_normals
+from labelfield.baselines.nearest_point import LabelledPoints, depth_normals, unit_rgb
 from labelfield.baselines.pseudo_labels import pseudo_labels_for
 from labelfield.baselines.reproject import REL_TOL
 from labelfield.cameras import Intrinsics, unproject_depth
@@ -48,6 +49,13 @@ from labelfield.scene import ClassTable, Scene
 # 0.981 / 0.911. With sensor-like depth (holes=0.1,rel=0.01,edges=1) on the first two: 0.936 / 0.912 by position,
 # 0.934 / 0.916 at 0.5.
 UNSEEN_NORMAL_WEIGHT = 0.5
+# Metres per unit of RGB difference (colours in [0, 1]) in the same search: a rug or a picture no labelled frame shows
+# is not voted floor or wall by the labelled floor or wall around it. Tune split, with the normals at 0.5: 0.973 /
+# 0.972 / 0.985 / 0.979 / 0.911 / 0.974 without colour (the five rooms above, then t-orbit-plain); 2: 0.972 / 0.972 /
+# 0.986 / 0.979 / 0.937 / 0.975; 4: 0.972 / 0.972 / 0.986 / 0.979 / 0.944 / 0.975 (t-walk-plaster's rug 0.17 ->
+# > 0.85); 8: the same but 0.978 on t-walk-wallpaper. With sensor-like depth (holes=0.1,rel=0.01,edges=1): t-walk-plain,
+# t-orbit-wallpaper, t-walk-plaster 0.936 / 0.912 / 0.870 by position alone, 0.933 / 0.918 / 0.904 with both.
+UNSEEN_COLOR_WEIGHT = 4.0
 
 
 def fuse_probs(
@@ -97,8 +105,9 @@ class FusedRenderer:
             (weaker than reprojection's: no z-test); 0 = leave them to the field. Used only with the scene's
             depth: the field's rendered depth is least reliable exactly where no labelled frame looked (report
             split, RGB only, `--fuse on`: 0.849 without, 0.839 with; tune split in docs/ablations-quality.md).
-        unseen_normal_weight: the fill's neighbours are searched in (xyz, weight * surface normal), so unseen
-            ceiling asks labelled ceiling, not the wall beside it (`baselines.nearest_point`); 0 = by position.
+        unseen_normal_weight, unseen_color_weight: the fill's neighbours are searched in (xyz, w_n surface normal,
+            w_c RGB), so unseen ceiling asks labelled ceiling, not the wall beside it, and an unseen rug labelled
+            rug, not the floor around it (`baselines.nearest_point`); 0, 0 = by position alone.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class FusedRenderer:
         unseen_k: int = 16,
         unseen_trust: float = 3.0,
         unseen_normal_weight: float = UNSEEN_NORMAL_WEIGHT,
+        unseen_color_weight: float = UNSEEN_COLOR_WEIGHT,
     ) -> None:
         self.render_fn, self.scene, self.classes, self.sparse = render_fn, scene, classes, sparse
         self.n_sources, self.rel_tol, self.trust, self.refine = n_sources, rel_tol, trust, refine
@@ -125,6 +135,7 @@ class FusedRenderer:
         self._by_pose = {self._key(f.intrinsics, f.c2w): i for i, f in enumerate(scene.frames)}
         self._src_depth: dict[int, np.ndarray] | None = None
         self.unseen_k, self.unseen_trust, self.unseen_normal_weight = unseen_k, unseen_trust, unseen_normal_weight
+        self.unseen_color_weight = unseen_color_weight
         self._points: LabelledPoints | None = None
         self.fused_frames = 0
 
@@ -149,22 +160,27 @@ class FusedRenderer:
         intr: Intrinsics,
         c2w: np.ndarray,
         opacity: np.ndarray | None = None,
+        rgb: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels (H, W) ids, confidence (H, W)) from the nearest labelled 3D points, for the pixels not
         `covered` by reprojection that have depth; 0 elsewhere. With the field's `opacity` (H, W), only where it
-        is > 0.5: a rendered depth is no surface where the ray sees the background."""
+        is > 0.5: a rendered depth is no surface where the ray sees the background. `rgb` (H, W, 3): the frame's
+        image, for a fill that also compares colours."""
         labels = np.zeros(covered.shape, np.int64)
         conf = np.zeros(covered.shape, np.float32)
         empty = ~covered & (depth_t > 0) & np.isfinite(depth_t)
         if opacity is not None:
             empty &= opacity > 0.5
         if empty.any():
-            w = self.unseen_normal_weight
+            wn, wc = self.unseen_normal_weight, self.unseen_color_weight
             if self._points is None:
-                self._points = LabelledPoints.from_frames(self.scene, self.sparse, self.source_depth(), normal_weight=w)
+                self._points = LabelledPoints.from_frames(
+                    self.scene, self.sparse, self.source_depth(), normal_weight=wn, color_weight=wc
+                )
             xyz = unproject_depth(depth_t.astype(np.float64), intr, c2w)
-            normals = depth_normals(xyz, depth_t, c2w)[empty] if w > 0 else None
-            labels[empty], conf[empty] = self._points.query(xyz[empty], self.unseen_k, normals=normals)
+            normals = depth_normals(xyz, depth_t, c2w)[empty] if wn > 0 else None
+            colors = unit_rgb(rgb)[empty] if wc > 0 and rgb is not None else None
+            labels[empty], conf[empty] = self._points.query(xyz[empty], self.unseen_k, normals=normals, colors=colors)
         return labels, conf
 
     def __call__(self, intr: Intrinsics, c2w: np.ndarray) -> dict[str, Any]:
@@ -184,7 +200,8 @@ class FusedRenderer:
         if self.unseen_k > 0 and self.scene_depth:  # sensor depth only: see the class docstring
             op = out.get("opacity")
             op = None if op is None else to_numpy(op).astype(np.float32).reshape(labels.shape)
-            nn_ids, nn_conf = self.unseen_labels((index >= 0) & (conf > 0), depth_t, intr, c2w, op)
+            rgb = self.scene.frames[t].load_rgb() if self.unseen_color_weight > 0 else None
+            nn_ids, nn_conf = self.unseen_labels((index >= 0) & (conf > 0), depth_t, intr, c2w, op, rgb)
             nn_index = self.classes.to_index(nn_ids)
             fused["probs"] = fuse_probs(fused["probs"], nn_index, nn_conf, self.unseen_trust)
             index = np.where(index >= 0, index, nn_index)

@@ -34,6 +34,8 @@ class LabelledPoints:
 
     Args:
         points: (N, 3) world points; ids: (N,) their original class ids (non-zero).
+        normals: (N, 3) unit normals, searched with `normal_weight` (metres per unit of normal difference).
+        colors: (N, 3) RGB in [0, 1], searched with `color_weight` (metres per unit of colour difference).
 
     Example:
         >>> pts = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse})
@@ -41,16 +43,30 @@ class LabelledPoints:
     """
 
     def __init__(
-        self, points: np.ndarray, ids: np.ndarray, normals: np.ndarray | None = None, normal_weight: float = 0.0
+        self,
+        points: np.ndarray,
+        ids: np.ndarray,
+        normals: np.ndarray | None = None,
+        normal_weight: float = 0.0,
+        colors: np.ndarray | None = None,
+        color_weight: float = 0.0,
     ) -> None:
         from scipy.spatial import cKDTree
 
         self.points, self.ids = np.asarray(points, np.float64).reshape(-1, 3), np.asarray(ids).reshape(-1)
         self.normal_weight = float(normal_weight) if normals is not None else 0.0
-        keys = self.points
-        if self.normal_weight > 0:  # search in (x, y, z, w n): a surface facing elsewhere counts as farther
-            keys = np.concatenate([keys, self.normal_weight * np.asarray(normals, np.float64).reshape(-1, 3)], 1)
+        self.color_weight = float(color_weight) if colors is not None else 0.0
+        # Search in (x, y, z, w_n n, w_c rgb): a surface facing elsewhere, or of another colour, counts as farther.
+        keys = self._keys(self.points, normals, colors)
         self.tree = cKDTree(keys) if len(self.points) else None
+
+    def _keys(self, xyz: np.ndarray, normals: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
+        cols = [np.asarray(xyz, np.float64).reshape(-1, 3)]
+        for w, extra in ((self.normal_weight, normals), (self.color_weight, colors)):
+            if w > 0:
+                e = np.zeros_like(cols[0]) if extra is None else np.asarray(extra, np.float64).reshape(-1, 3)
+                cols.append(w * e)
+        return np.concatenate(cols, 1) if len(cols) > 1 else cols[0]
 
     @classmethod
     def from_frames(
@@ -60,13 +76,14 @@ class LabelledPoints:
         depth: dict[int, np.ndarray],
         max_points: int = 1_000_000,
         normal_weight: float = 0.0,
+        color_weight: float = 0.0,
     ) -> LabelledPoints:
         """The labelled pixels of `sparse` (frame index -> (H, W) ids, 0 = unlabelled) with depth > 0 in `depth`
         (frame index -> (H, W) z-depth, the scene's or the field's), at most ~`max_points` of them.
-        `normal_weight` > 0: neighbours are searched in (xyz, normal_weight * unit normal), normals from depth."""
+        `normal_weight` > 0: normals from depth join the search; `color_weight` > 0: the frames' colours."""
         counts = {i: int(((lab != 0) & (depth[i] > 0)).sum()) for i, lab in sparse.items() if i in depth}
         stride = max(1, int(np.ceil(sum(counts.values()) / max(max_points, 1))))
-        pts, ids, nrm = [np.zeros((0, 3))], [np.zeros(0, np.int64)], [np.zeros((0, 3))]
+        pts, ids, nrm, rgb = [np.zeros((0, 3))], [np.zeros(0, np.int64)], [np.zeros((0, 3))], [np.zeros((0, 3))]
         for i in sorted(counts):
             lab, d, f = sparse[i], depth[i], scene.frames[i]
             ok = (lab != 0) & (d > 0) & np.isfinite(d)
@@ -75,23 +92,27 @@ class LabelledPoints:
             ids.append(lab[ok][::stride].astype(np.int64))
             if normal_weight > 0:
                 nrm.append(depth_normals(xyz, d, f.c2w)[ok][::stride])
+            if color_weight > 0:
+                rgb.append(unit_rgb(f.load_rgb())[ok][::stride])
         normals = np.concatenate(nrm) if normal_weight > 0 else None
-        return cls(np.concatenate(pts), np.concatenate(ids), normals, normal_weight)
+        colors = np.concatenate(rgb) if color_weight > 0 else None
+        return cls(np.concatenate(pts), np.concatenate(ids), normals, normal_weight, colors, color_weight)
 
     def query(
-        self, xyz: np.ndarray, k: int = 16, min_dist: float = 1e-3, normals: np.ndarray | None = None
+        self,
+        xyz: np.ndarray,
+        k: int = 16,
+        min_dist: float = 1e-3,
+        normals: np.ndarray | None = None,
+        colors: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels (N,) original ids, confidence (N,) float32 in [0, 1]) for world points xyz (N, 3); with
-        `normal_weight`, their unit normals (N, 3) too (zeros where unknown)."""
+        `normal_weight` / `color_weight`, their unit normals / RGB in [0, 1] (N, 3) too (zeros where unknown)."""
         n = len(xyz)
         if self.tree is None or n == 0:
             return np.zeros(n, self.ids.dtype), np.zeros(n, np.float32)
         k = min(k, len(self.points))
-        keys = np.asarray(xyz, np.float64).reshape(-1, 3)
-        if self.normal_weight > 0:
-            nq = np.zeros_like(keys) if normals is None else np.asarray(normals, np.float64).reshape(-1, 3)
-            keys = np.concatenate([keys, self.normal_weight * nq], 1)
-        dist, nn = self.tree.query(keys, k=k, workers=-1)
+        dist, nn = self.tree.query(self._keys(xyz, normals, colors), k=k, workers=-1)
         dist, nn = dist.reshape(n, k), nn.reshape(n, k)
         classes, inv = np.unique(self.ids[nn], return_inverse=True)  # votes over the classes seen, not all ids
         votes = np.zeros((n, len(classes)))
@@ -117,3 +138,9 @@ def depth_normals(xyz: np.ndarray, depth: np.ndarray, c2w: np.ndarray, step: int
     valid = ok & ok[:, np.minimum(u + step, W - 1)] & ok[:, np.maximum(u - step, 0)]
     valid &= ok[np.minimum(v + step, H - 1)] & ok[np.maximum(v - step, 0)]
     return np.where(valid[..., None], n, 0.0)
+
+
+def unit_rgb(image: np.ndarray) -> np.ndarray:
+    """An image (H, W, 3), uint8 or float, as float64 RGB in [0, 1]."""
+    img = np.asarray(image)
+    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
