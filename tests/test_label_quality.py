@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labelfield.annotate.fuse import FusedRenderer, fuse_probs
-from labelfield.baselines.nearest_point import LabelledPoints, depth_normals
+from labelfield.baselines.nearest_point import LabelledPoints, depth_normals, unit_rgb
 from labelfield.baselines.pseudo_labels import make_pseudo_labels
 from labelfield.cameras import project, unproject_depth
 from labelfield.errors import LabelfieldError
@@ -253,6 +253,23 @@ def test_normal_weighted_vote_prefers_surfaces_facing_the_same_way():
     assert by_normal.query(q, k=8, normals=qn)[1][0] == pytest.approx(share, rel=1e-5)
 
 
+def test_colour_weighted_vote_keeps_a_rug_apart_from_the_floor():
+    # A labelled floor (class 1, grey) around a labelled rug patch (class 21, red), all at z = 0 facing up. A red
+    # query point on the floor just outside the labelled rug (the rug's unseen edge) is nearer to floor points.
+    g = np.linspace(-1.0, 1.0, 41)
+    xy = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    rug = (np.abs(xy) < 0.3).all(1)
+    pts = np.c_[xy, np.zeros(len(xy))]
+    ids = np.where(rug, 21, 1)
+    colors = np.where(rug[:, None], [0.8, 0.1, 0.1], [0.5, 0.5, 0.5])
+    q, qc = np.array([[0.42, 0.0, 0.0]]), np.array([[0.78, 0.12, 0.1]])
+    assert LabelledPoints(pts, ids).query(q, k=8)[0][0] == 1
+    assert LabelledPoints(pts, ids, colors=colors, color_weight=4.0).query(q, k=8, colors=qc)[0][0] == 21
+    # normals and colours together: the same surface orientation, so the colour decides
+    both = LabelledPoints(pts, ids, np.tile([0, 0, 1.0], (len(pts), 1)), 0.5, colors, 4.0)
+    assert both.query(q, k=8, normals=np.array([[0, 0, 1.0]]), colors=qc)[0][0] == 21
+
+
 def test_labelled_points_label_another_view_of_the_same_surfaces(scene):
     sparse = make_sparse_labels(scene, "every:4")
     cloud = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse})
@@ -265,9 +282,10 @@ def test_labelled_points_label_another_view_of_the_same_surfaces(scene):
     capped = LabelledPoints.from_frames(scene, sparse, {i: scene.frames[i].load_depth() for i in sparse}, 100)
     assert len(capped.points) <= 100 + len(sparse)  # a stride per frame: at most one point over per frame
     depth = {i: scene.frames[i].load_depth() for i in sparse}
-    oriented = LabelledPoints.from_frames(scene, sparse, depth, normal_weight=0.5)
+    oriented = LabelledPoints.from_frames(scene, sparse, depth, normal_weight=0.5, color_weight=4.0)
     xyz = unproject_depth(d.astype(np.float64), f.intrinsics, f.c2w)
-    labels_n, _ = oriented.query(xyz[ok], normals=depth_normals(xyz, d, f.c2w)[ok])
+    rgb = unit_rgb(f.load_rgb())
+    labels_n, _ = oriented.query(xyz[ok], normals=depth_normals(xyz, d, f.c2w)[ok], colors=rgb[ok])
     assert (labels_n == gt[ok]).mean() > 0.9
 
 

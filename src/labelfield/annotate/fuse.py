@@ -14,14 +14,16 @@ unsure or misses a small object that several sources agree on, reprojection wins
 (disocclusions, no depth) the field alone decides.
 
 Pixels nothing reprojects to (disocclusions: the ceiling of a walk-through, the far side of an object) but
-with the scene's depth (not the field's) then hear a second, weaker expert of the same form: the vote of the
-16 nearest labelled 3D points (`labelfield.baselines.nearest_point`), exponent `unseen_trust` = 3 (no z-test,
-so less than reprojection's 8); neighbours by position, surface normal and colour (`UNSEEN_NORMAL_WEIGHT`,
-`UNSEEN_COLOR_WEIGHT`: a joint, "bilateral" neighbourhood, as dense CRFs use position and colour).
-Measured on the four tune rooms (10 % labelled, RGB-D, 1000 steps; with the 3 % z-test): 0.958 / 0.942 / 0.976 /
-0.967 before (5 % z-test, no fill), 0.972 / 0.970 / 0.984 / 0.977 with both (exponent 2: 0.969 / 0.972 / 0.985 /
-0.975; 4: 0.977 / 0.965 / 0.983 / 0.978; 8: 0.974 / 0.933 on the first two — it then overrules the field on
-thin objects); `reproject` at 3 %: 0.949 / 0.959 / 0.965 / 0.960.
+with the scene's depth (not the field's) then hear a second expert of the same form: the vote of the 16
+labelled 3D points nearest by position, surface normal and colour (`labelfield.baselines.nearest_point`;
+`UNSEEN_NORMAL_WEIGHT`, `UNSEEN_COLOR_WEIGHT`: a joint, "bilateral" neighbourhood, as dense CRFs use position
+and colour), exponent `unseen_trust` = 8, as reprojection's.
+History (four tune rooms, 10 % labelled, RGB-D, 1000 steps; with the 3 % z-test): 0.958 / 0.942 / 0.976 / 0.967
+before (5 % z-test, no fill); the fill by position alone, exponent 3: 0.972 / 0.970 / 0.984 / 0.977 (exponent 8
+then overruled the field on thin objects: 0.974 / 0.933 on the first two); by position, normal and colour,
+exponent 3: 0.972 / 0.972 / 0.986 / 0.979, exponent 8: 0.978 / 0.972 / 0.987 / 0.980; `reproject` at 3 %: 0.949 /
+0.959 / 0.965 / 0.960. Two rooms added later (t-walk-plaster, t-orbit-plain): 0.903 / 0.976 by position, 0.944 /
+0.975 with normal and colour, 0.950 / 0.977 at exponent 8 (exponents 5 and 12 in docs/ablations-quality.md).
 
 Depth: the scene's depth maps when it has them; otherwise the field's rendered depth (the labelled frames are
 rendered once for their depth), so RGB-only scenes get geometric propagation too.
@@ -102,7 +104,8 @@ class FusedRenderer:
             with that same depth); None/0 = off.
         unseen_k: pixels that nothing reprojects to (but with depth) take the vote of the `unseen_k` nearest
             labelled 3D points (`baselines.nearest_point`) as a second expert, with exponent `unseen_trust`
-            (weaker than reprojection's: no z-test); 0 = leave them to the field. Used only with the scene's
+            (as reprojection's: the normal and colour terms make up for the missing z-test); 0 = leave them to
+            the field. Used only with the scene's
             depth: the field's rendered depth is least reliable exactly where no labelled frame looked (report
             split, RGB only, `--fuse on`: 0.849 without, 0.839 with; tune split in docs/ablations-quality.md).
         unseen_normal_weight, unseen_color_weight: the fill's neighbours are searched in (xyz, w_n surface normal,
@@ -123,7 +126,7 @@ class FusedRenderer:
         scene_depth: bool | None = None,
         refine: float | None = DEFAULT_TOL,
         unseen_k: int = 16,
-        unseen_trust: float = 3.0,
+        unseen_trust: float = 8.0,
         unseen_normal_weight: float = UNSEEN_NORMAL_WEIGHT,
         unseen_color_weight: float = UNSEEN_COLOR_WEIGHT,
     ) -> None:
