@@ -5,7 +5,7 @@ Usage:
         [--settings rgbd-10,rgb-10,rgbd-5,rgbd-2] [--clock steps|time|both] [--steps 1000] [--time-budget 180]
         [--eval-frames 8 | --all-frames] [--set KEY=VALUE ...] [--json FILE] [--md FILE] [--resume]
 
-Scenes: benchmarks/quality_scenes.py (8 synth rooms, 25 classes, half "tune", half "report" = held out, plus
+Scenes: benchmarks/quality_scenes.py (10 synth rooms, 25 classes, 6 "tune", 4 "report" = held out, plus
 ../shared/data/lego-200 in "report" when present); missing ones are rendered into benchmarks/.scenes/ first.
 
 Settings (labelled frames chosen with `fraction:F`, seed 0, the same frames for the field and the baselines):

@@ -3,11 +3,12 @@
 Usage:
     python benchmarks/quality_scenes.py [--split tune|report|all] [--scenes a,b] [--list]
 
-Eight `labelfield synth` rooms with 25 classes (objects="rich": small and thin things such as mugs, books,
+Ten `labelfield synth` rooms with 25 classes (objects="rich": small and thin things such as mugs, books,
 bottles, a desk lamp on a 1.6 cm pole, stools and chairs on thin legs), plain, plaster or wallpaper walls, and
-the three camera paths (loop, ScanNet-like walk, orbit round the centre), 64-100 frames at 320x240. Half of
-them are for tuning ("tune"); the other half ("report") plus `../shared/data/lego-200` (when present) is held
-out and only reported. Half of each split also runs the 2 % and 5 % labelled settings (`low_label`).
+the three camera paths (loop, ScanNet-like walk, orbit round the centre), 64-100 frames at 320x240. Six of
+them are for tuning ("tune"; two added on 2026-12-03 so that the report split's plaster walk and plain orbit
+have tune counterparts); four ("report") plus `../shared/data/lego-200` (when present) are held out and only
+reported. Two rooms of each split also run the 2 % and 5 % labelled settings (`low_label`).
 
 Labels and depth are exact at any spp (one ray per pixel centre, see labelfield.synth.render), so the RGB is
 rendered cheaply: 3 samples per pixel, one indirect bounce (max_depth 3), `scalar_rgb`. Rendered scenes live in

@@ -111,6 +111,8 @@ class FusedRenderer:
         unseen_normal_weight, unseen_color_weight: the fill's neighbours are searched in (xyz, w_n surface normal,
             w_c RGB), so unseen ceiling asks labelled ceiling, not the wall beside it, and an unseen rug labelled
             rug, not the floor around it (`baselines.nearest_point`); 0, 0 = by position alone.
+        unseen_max_points: labelled points in that search at most (a regular subsample): the KD-tree over 9
+            numbers costs ~60 us a query at 768k points, ~16 at 192k, and the labels agree on 99.7 % of queries.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class FusedRenderer:
         unseen_trust: float = 8.0,
         unseen_normal_weight: float = UNSEEN_NORMAL_WEIGHT,
         unseen_color_weight: float = UNSEEN_COLOR_WEIGHT,
+        unseen_max_points: int = 250_000,
     ) -> None:
         self.render_fn, self.scene, self.classes, self.sparse = render_fn, scene, classes, sparse
         self.n_sources, self.rel_tol, self.trust, self.refine = n_sources, rel_tol, trust, refine
@@ -138,7 +141,7 @@ class FusedRenderer:
         self._by_pose = {self._key(f.intrinsics, f.c2w): i for i, f in enumerate(scene.frames)}
         self._src_depth: dict[int, np.ndarray] | None = None
         self.unseen_k, self.unseen_trust, self.unseen_normal_weight = unseen_k, unseen_trust, unseen_normal_weight
-        self.unseen_color_weight = unseen_color_weight
+        self.unseen_color_weight, self.unseen_max_points = unseen_color_weight, unseen_max_points
         self._points: LabelledPoints | None = None
         self.fused_frames = 0
 
@@ -178,7 +181,7 @@ class FusedRenderer:
             wn, wc = self.unseen_normal_weight, self.unseen_color_weight
             if self._points is None:
                 self._points = LabelledPoints.from_frames(
-                    self.scene, self.sparse, self.source_depth(), normal_weight=wn, color_weight=wc
+                    self.scene, self.sparse, self.source_depth(), self.unseen_max_points, wn, wc
                 )
             xyz = unproject_depth(depth_t.astype(np.float64), intr, c2w)
             normals = depth_normals(xyz, depth_t, c2w)[empty] if wn > 0 else None
