@@ -54,19 +54,6 @@ def test_depth_auto_turns_on_exactly_when_depth_exists(scene):
     assert not sup.depth and not sup.pseudo and "no depth" in sup.message
 
 
-def test_distortion_auto_is_on_exactly_without_depth_supervision(scene):
-    from labelfield.train.geometry_priors import AUTO_DISTORTION_WEIGHT, resolve_distortion_weight
-
-    rgb_only = without_depth(scene)
-    assert FitConfig().distortion_weight is None  # auto
-    assert resolve_distortion_weight(FitConfig(), rgb_only) == AUTO_DISTORTION_WEIGHT > 0
-    assert resolve_distortion_weight(FitConfig(), scene) == 0.0  # depth maps supervise the geometry
-    assert resolve_distortion_weight(FitConfig(depth_loss="off"), scene) == AUTO_DISTORTION_WEIGHT
-    assert resolve_distortion_weight(FitConfig(distortion_weight=0.0), rgb_only) == 0.0
-    assert resolve_distortion_weight(FitConfig(distortion_weight=0.05), scene) == 0.05
-    assert FitConfig.from_dict({"distortion_weight": 0.0}).distortion_weight == 0.0  # old runs' config.json
-
-
 def test_depth_noise_is_deterministic_and_makes_holes(scene):
     d = scene.frames[0].load_depth()
     spec = DepthNoise.parse("holes=0.3,rel=0.02,blob=4")

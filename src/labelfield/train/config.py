@@ -101,10 +101,8 @@ class FitConfig:
     """... annealed geometrically to this by the middle of the run."""
     keypoint_min_points: int = 50
     """Fewer triangulated points than this: one warning, and training goes on without them."""
-    distortion_weight: Optional[float] = None
-    """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off. None (default) =
-    auto: 0.01 when the fit has no depth supervision (it pulls each ray's weights together: fewer floaters and
-    semi-transparent walls from RGB alone), off with depth maps."""
+    distortion_weight: float = 0.0
+    """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off."""
     opacity_entropy_weight: float = 0.0
     """Weight of a binary-entropy prior on every ray's opacity (opaque or empty, not in between); 0 = off."""
     class_balance: float = 0.5

@@ -138,10 +138,6 @@ def build_geometry_priors(
     cfg = config
     if cfg.keypoint_depth == "auto":
         cfg = replace(cfg, keypoint_depth="on" if _keypoints_wanted(cfg, scene, on_progress) else "off")
-    cfg = replace(cfg, distortion_weight=resolve_distortion_weight(cfg, scene))
-    if config.distortion_weight is None and cfg.distortion_weight > 0:
-        hint = "RGB only; --distortion-weight 0 turns it off"
-        message(on_progress, f"distortion loss: {cfg.distortion_weight:g} ({hint})")
     wants_samples = cfg.keypoint_depth == "on" or cfg.distortion_weight > 0
     if not (wants_samples or cfg.opacity_entropy_weight > 0):
         return None
@@ -181,21 +177,6 @@ def build_geometry_priors(
     aabb = getattr(model, "aabb", None)
     scale = float((aabb[1] - aabb[0]).norm()) if aabb is not None else 1.0
     return GeometryPriors(cfg, keypoints, scale)
-
-
-# The distortion loss's weight without depth supervision (distortion_weight None = auto). Tune split, 10 % labelled,
-# RGB only, 1000 steps (`bench_quality.py --settings rgb-10 --set distortion_weight=0.01`): field mIoU 0.651 / 0.846 /
-# 0.800 / 0.870 (t-loop-plaster, t-walk-plain, t-orbit-wallpaper, t-walk-wallpaper) against 0.616 / 0.853 / 0.804 /
-# 0.833 without: mean 0.792 vs 0.777, worst 0.651 vs 0.616.
-AUTO_DISTORTION_WEIGHT = 0.01
-
-
-def resolve_distortion_weight(config: FitConfig, scene: Scene) -> float:
-    """distortion_weight as a number: None (auto) is AUTO_DISTORTION_WEIGHT without depth supervision, else 0."""
-    w = config.distortion_weight
-    if w is None:
-        return 0.0 if depth_supervised(config, scene) else AUTO_DISTORTION_WEIGHT
-    return float(w)
 
 
 def _without_sample_terms(cfg: FitConfig) -> FitConfig:
