@@ -102,7 +102,9 @@ class FitConfig:
     keypoint_min_points: int = 50
     """Fewer triangulated points than this: one warning, and training goes on without them."""
     distortion_weight: float = 0.0
-    """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off."""
+    """Weight of Mip-NeRF 360's distortion loss (distances over the scene diagonal); 0 = off. Off by default: at
+    0.01 without depth (1000 steps, 10 % labelled) the tune rooms gained 0.015 on average (one room +0.035, two lost
+    a little) and the held-out rooms lost 0.017 (0.774 / 0.815 / 0.752 / 0.846 vs 0.809 / 0.822 / 0.740 / 0.884)."""
     opacity_entropy_weight: float = 0.0
     """Weight of a binary-entropy prior on every ray's opacity (opaque or empty, not in between); 0 = off."""
     class_balance: float = 0.5
