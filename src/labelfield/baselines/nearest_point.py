@@ -14,10 +14,12 @@ scored pixels but ~2/3 of the annotate output's errors; the nearest labelled poi
 where the field was right on 79 % (mostly ceiling taken for wall or floor). No z-test, so it is a prior for
 pixels nothing reprojects to, not a replacement for reprojection.
 
-With `normal_weight` w > 0 the neighbours are searched in (x, y, z, w n), n the unit surface normal from the
-depth map (`depth_normals`): a labelled point on a surface facing elsewhere counts as farther (two surfaces at
-right angles are w * sqrt(2) apart). So an unseen stretch of ceiling asks the labelled ceiling rather than the
-top of the wall beside it. Annotate uses w = 0.5 (metres: the fill runs only with sensor depth, which is metric).
+With `normal_weight` w_n > 0 and `color_weight` w_c > 0 the neighbours are searched in (x, y, z, w_n n, w_c rgb),
+n the unit surface normal from the depth map (`depth_normals`), rgb the pixel's colour in [0, 1]: a labelled point
+on a surface facing elsewhere (two surfaces at right angles are w_n sqrt(2) apart), or of another colour, counts as
+farther. So an unseen stretch of ceiling asks the labelled ceiling rather than the top of the wall beside it, and
+an unseen rug the labelled rug rather than the floor around it. Annotate uses w_n = 0.5, w_c = 4 (metres: the
+fill runs only with sensor depth, which is metric; `annotate.fuse`).
 """
 
 from __future__ import annotations
