@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -386,8 +387,11 @@ def _num(x: float) -> str:
     return repr(float(x))  # full precision, plain text (no "np.float64(...)")
 
 
-def write_colmap_fixture(scene: Scene, root: Path, binary: bool, labelled: tuple[int, ...] = (0, 2)) -> Path:
-    """A COLMAP model of `scene` (one PINHOLE camera; text or binary), images/ and labels/ (stems match)."""
+def write_colmap_fixture(
+    scene: Scene, root: Path, binary: bool, labelled: tuple[int, ...] = (0, 2), points: np.ndarray | None = None
+) -> Path:
+    """A COLMAP model of `scene` (one PINHOLE camera; text or binary), images/ and labels/ (stems match), and
+    points3D with `points` (M, 3) when given (each with a track of two observations)."""
     import struct
 
     from labelfield.cameras import c2w_to_colmap
@@ -418,6 +422,14 @@ def write_colmap_fixture(scene: Scene, root: Path, binary: bool, labelled: tuple
             q, t = c2w_to_colmap(scene.frames[k].c2w)
             lines += [" ".join([str(k + 1), *map(_num, q), *map(_num, t), "1", names[k]]), ""]
         (sparse / "images.txt").write_text("\n".join(lines) + "\n")
+    if points is not None and binary:
+        data = struct.pack("<Q", len(points))
+        for k, xyz in enumerate(points):
+            data += struct.pack("<QdddBBBdQ", k + 1, *xyz, 10, 20, 30, 0.5, 2) + struct.pack("<4i", 1, 0, 2, 0)
+        (sparse / "points3D.bin").write_bytes(data)
+    elif points is not None:
+        rows = [" ".join([str(k + 1), *map(_num, xyz), "10 20 30 0.5 1 0 2 0"]) for k, xyz in enumerate(points)]
+        (sparse / "points3D.txt").write_text("# 3D point list\n" + "\n".join(rows) + "\n")
     for k, f in enumerate(scene.frames):
         write_image(root / "images" / names[k], f.load_rgb())
         if k in labelled:
@@ -428,9 +440,11 @@ def write_colmap_fixture(scene: Scene, root: Path, binary: bool, labelled: tuple
 @pytest.mark.parametrize("binary", [False, True])
 def test_colmap_reader(binary: bool, tmp_path: Path) -> None:
     scene = toy_scene(11, 16, 12)
-    root = write_colmap_fixture(scene, tmp_path / "c", binary)
+    points = np.random.default_rng(0).normal(size=(7, 3))
+    root = write_colmap_fixture(scene, tmp_path / "c", binary, points=points)
     assert detect_format(root) == "colmap"
     back = load_scene(root)
+    np.testing.assert_allclose(back.points, points, atol=1e-12)  # the sparse points, in the poses' world
     assert back.names[:3] == ["img_0", "img_1", "img_2"] and back.names[-1] == "img_10"
     assert back.labelled_indices() == [0, 2]
     for a, b in zip(scene.frames, back.frames):
@@ -440,6 +454,20 @@ def test_colmap_reader(binary: bool, tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.frames[2].load_labels(), scene.frames[2].load_labels())
     r = load_scene(write_scene(back, tmp_path / "r", "replica"))
     assert_same_scene(back, r, depth=False)
+
+
+def test_transforms_sparse_points_round_trip(tmp_path: Path) -> None:
+    """Scene.points travel as nerfstudio's sparse_pc.ply (`ply_file_path`); a named but missing PLY is a one-line
+    error naming it; a model without points3D has none."""
+    scene = toy_scene(3, 16, 12)
+    assert load_scene(write_colmap_fixture(scene, tmp_path / "c", binary=False)).points is None
+    points = np.random.default_rng(1).normal(size=(9, 3))
+    root = write_scene(dataclasses.replace(scene, points=points), tmp_path / "t", "transforms")
+    assert json.loads((root / "transforms.json").read_text())["ply_file_path"] == "sparse_pc.ply"
+    np.testing.assert_allclose(load_scene(root).points, points, atol=1e-6)  # float32 in the PLY
+    (root / "sparse_pc.ply").unlink()
+    with pytest.raises(LabelfieldError, match=r"sparse_pc\.ply: ply_file_path not found"):
+        load_scene(root)
 
 
 def test_colmap_camera_models() -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from labelfield.cameras import unproject_depth
+from labelfield.cameras import Intrinsics, unproject_depth
 from labelfield.render.bounds import scene_bounds
 from labelfield.render.composite import accumulate, render_weights
 from labelfield.render.occupancy import OccupancyGrid
 from labelfield.render.sampling import march_rays, ray_aabb_intersect
+from labelfield.scene import ClassTable, Frame, Scene
 from labelfield.synth.toy import toy_scene
 
 
@@ -158,6 +160,42 @@ def test_scene_bounds_depth_and_object() -> None:
     # objects: sphere centre (0.5, 0.3, 0.6) r 0.5, box (-1.2, -0.9, 0) .. (-0.4, -0.2, 0.8)
     assert np.all(aabb[0] <= [-1.2, -0.9, 0.1]) and np.all(aabb[1] >= [1.0, 0.8, 1.1])
     assert np.all(aabb[1] - aabb[0] < 8.0) and near > 0
+
+
+def _level_cameras(n: int = 6) -> Scene:
+    """n level cameras (no pitch, 90-degree vertical field of view) on a line at height 1.5, all looking along
+    +y at a room's wall: neither depth nor converging axes, so the box comes from points or the views."""
+    intr = Intrinsics(fx=16.0, fy=12.0, cx=15.5, cy=11.5, width=32, height=24)
+    frames = []
+    for k in range(n):
+        c2w = np.eye(4)
+        # camera x, y (down), z (ahead) -> world x, -z, +y
+        c2w[:3, :3] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+        c2w[:3, 3] = [0.2 * k, 0.0, 1.5]
+        frames.append(Frame(f"f{k}", intr, c2w, arrays={"rgb": np.zeros((24, 32, 3), np.uint8)}))
+    return Scene(frames, ClassTable.from_names(["void", "thing"]))
+
+
+def test_scene_bounds_sparse_points_hold_the_room_not_the_strays() -> None:
+    scene = _level_cameras()
+    rng = np.random.default_rng(0)
+    room = rng.uniform([-2.0, -0.5, 0.0], [3.0, 3.0, 2.6], (2000, 3))  # floor 0 .. ceiling 2.6
+    strays = rng.normal(size=(10, 3)) * 1e3  # near-infinite triangulations (0.5 %)
+    aabb, near = scene_bounds(replace(scene, points=np.concatenate([room, strays])))
+    assert np.all(aabb[0] <= room.min(0)) and np.all(aabb[1] >= room.max(0))  # every surface, the ceiling too
+    assert np.all(aabb[1] - aabb[0] < 1.2 * np.ptp(room, axis=0))  # not the strays
+    assert 0 < near < 0.1
+    aabb_few, _ = scene_bounds(replace(scene, points=room[:5]))  # too few points: the views decide
+    assert not np.allclose(aabb_few, aabb)
+
+
+def test_scene_bounds_without_depth_or_points_hold_the_top_and_bottom_of_the_views() -> None:
+    scene = _level_cameras()
+    aabb, _ = scene_bounds(scene)
+    # one scene scale (1) ahead, a 90-degree vertical view spans heights 0.5 .. 2.5: ceiling and floor, which
+    # a box of the optical axes (all at height 1.5) cut off
+    assert aabb[0, 2] <= 0.5 and aabb[1, 2] >= 2.5
+    assert aabb[1, 1] >= 1.0 and aabb[0, 1] <= 0.0
 
 
 def test_early_stop_behind_dense_slab() -> None:

@@ -298,6 +298,9 @@ class Scene:
     classes: ClassTable
     root: Path | None = None
     format: str = "memory"
+    points: np.ndarray | None = None
+    """Sparse 3D points (M, 3) float64 in world coordinates from structure from motion (transforms.json's
+    `ply_file_path`, COLMAP's points3D), or None. Without depth they size the scene box (render/bounds.py)."""
 
     def __len__(self) -> int:
         return len(self.frames)

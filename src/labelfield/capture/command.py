@@ -187,6 +187,7 @@ def capture(cmd: CaptureCommand, src: Path) -> tuple[SfmResult, Similarity, dict
 
 def write_capture(result: SfmResult, sim: Similarity, out: Path, meta: dict) -> Path:
     """Write the normalised scene (transforms.json + images), the sparse points and capture.json, atomically."""
+    from labelfield.formats.common import write_points_ply
     from labelfield.formats.transforms import write_transforms
     from labelfield.io import atomic_dir, read_json, write_json
     from labelfield.scene import ClassTable, Frame, Scene
@@ -202,7 +203,7 @@ def write_capture(result: SfmResult, sim: Similarity, out: Path, meta: dict) -> 
         doc = read_json(tmp / "transforms.json")
         doc["ply_file_path"] = "sparse_pc.ply"
         write_json(tmp / "transforms.json", doc)
-        _write_ply(tmp / "sparse_pc.ply", xyz, result.rgb)
+        write_points_ply(tmp / "sparse_pc.ply", xyz, result.rgb)
         np.savez_compressed(
             tmp / "sparse_points.npz",
             xyz=xyz.astype(np.float32),
@@ -217,12 +218,3 @@ def write_capture(result: SfmResult, sim: Similarity, out: Path, meta: dict) -> 
         if result.colmap_model is not None:
             shutil.copytree(result.colmap_model, tmp / "colmap")
     return out
-
-
-def _write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    from plyfile import PlyData, PlyElement
-
-    v = np.empty(len(xyz), [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    v["x"], v["y"], v["z"] = xyz.T
-    v["red"], v["green"], v["blue"] = np.asarray(rgb).T
-    PlyData([PlyElement.describe(v, "vertex")]).write(str(path))

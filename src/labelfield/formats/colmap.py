@@ -1,6 +1,7 @@
 """COLMAP sparse model + images folder (+ optional labels folder): a small reader, text and binary.
 
     sparse/0/cameras.{txt,bin}, sparse/0/images.{txt,bin}   (or directly in sparse/)
+    sparse/0/points3D.{txt,bin}      optional: the sparse points (Scene.points; they size the box without depth)
     images/NAME                      the image files named in images.txt
     labels/STEM.png (or semantics/)  optional class-id PNGs matched to images by name without extension
     classes.json (or labels/classes.json)   optional class table; else the ids found in the labels
@@ -172,6 +173,36 @@ def read_images_binary(path: Path) -> list[ColmapImage]:
     return images
 
 
+def read_points3d_binary(path: Path) -> np.ndarray:
+    """points3D.bin: the x, y, z (M, 3) of every point (colours, errors and tracks skipped)."""
+    r = _Reader(path)
+    xyz = []
+    for _ in range(r.read("Q")[0]):
+        vals = r.read("QdddBBBdQ")  # id, x, y, z, r, g, b, error, track length
+        xyz.append(vals[1:4])
+        r.pos += 8 * vals[8]  # (image_id, point2D_idx) int32 pairs
+    return np.array(xyz, np.float64).reshape(-1, 3)
+
+
+def read_points3d_text(path: Path) -> np.ndarray:
+    """points3D.txt: `POINT3D_ID X Y Z R G B ERROR TRACK...` a line."""
+    try:
+        xyz = [[float(x) for x in ln.split()[1:4]] for ln in _data_lines(path) if ln.strip()]
+    except ValueError as e:
+        raise LabelfieldError(f"bad point line: {e}", path) from None
+    if any(len(p) != 3 for p in xyz):
+        raise LabelfieldError("a point line has fewer than 4 fields", path)
+    return np.array(xyz, np.float64).reshape(-1, 3)
+
+
+def read_points3d(sparse: Path) -> np.ndarray | None:
+    """The model's sparse points (M, 3) in its world (binary preferred), or None when it has no points3D file."""
+    for ext, read in ((".bin", read_points3d_binary), (".txt", read_points3d_text)):
+        if (sparse / f"points3D{ext}").is_file():
+            return read(sparse / f"points3D{ext}")
+    return None
+
+
 # --- scene ----------------------------------------------------------------------------------------------------
 def sparse_dir(root: Path) -> Path:
     for d in (root / "sparse" / "0", root / "sparse"):
@@ -203,7 +234,8 @@ def _label_file(labels_dir: Path | None, name: str) -> Path | None:
 
 def read_colmap(root: Path, downscale: int = 1) -> Scene:
     """Read a COLMAP model with its images (see the module docstring)."""
-    cams, images, cam_path, img_path = read_model(sparse_dir(root))
+    sparse = sparse_dir(root)
+    cams, images, cam_path, img_path = read_model(sparse)
     if not images:
         raise LabelfieldError("no registered images", img_path)
     image_dir = root / "images"
@@ -235,4 +267,4 @@ def read_colmap(root: Path, downscale: int = 1) -> Scene:
     for name, (_, (src, intr), c2w, rgb, lab) in zip(stems, specs):
         loader = loaders.setdefault((src.width, src.height), FileLoader((src.width, src.height), classes))
         frames.append(Frame(name, intr, c2w, rgb_path=rgb, label_path=lab, loader=loader))
-    return Scene(frames, classes, root, "colmap")
+    return Scene(frames, classes, root, "colmap", points=read_points3d(sparse))

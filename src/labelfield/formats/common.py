@@ -177,3 +177,30 @@ def safe_names(frames: list[Frame]) -> list[str]:
 def warn(message: str, path: str | Path | None = None) -> None:
     """A non-fatal problem in the input (e.g. a skipped frame), reported as a Python warning."""
     warnings.warn(f"{path}: {message}" if path is not None else message, stacklevel=3)
+
+
+def read_points_ply(path: Path) -> np.ndarray:
+    """The x, y, z (M, 3) float64 of a PLY file's `vertex` element (a sparse SfM cloud: nerfstudio's
+    `sparse_pc.ply`, labelfield capture's); other properties are ignored."""
+    from plyfile import PlyData
+
+    try:
+        v = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z")], 1)
+    except (OSError, ValueError, KeyError) as e:
+        raise LabelfieldError(f"not a point cloud with vertex x, y, z: {e}", path) from None
+    return xyz[np.isfinite(xyz).all(1)]
+
+
+def write_points_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    """Write points (M, 3) (and colours (M, 3) uint8) as a binary PLY `vertex` element, nerfstudio's layout."""
+    from plyfile import PlyData, PlyElement
+
+    fields = [("x", "f4"), ("y", "f4"), ("z", "f4")]
+    if rgb is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    v = np.empty(len(xyz), fields)
+    v["x"], v["y"], v["z"] = np.asarray(xyz).T
+    if rgb is not None:
+        v["red"], v["green"], v["blue"] = np.asarray(rgb).T
+    PlyData([PlyElement.describe(v, "vertex")]).write(str(path))

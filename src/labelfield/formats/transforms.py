@@ -24,9 +24,11 @@ from labelfield.formats.common import (
     check_pose,
     image_size,
     label_dtype,
+    read_points_ply,
     safe_names,
     scaled_intrinsics,
     table_from_label_files,
+    write_points_ply,
 )
 from labelfield.io import MM_PER_METRE, depth_to_mm, read_json, write_image, write_json
 from labelfield.progress import Progress, ProgressFn
@@ -159,7 +161,10 @@ def read_transforms(root: Path, downscale: int = 1) -> Scene:
         size = (src.width, src.height)
         loader = loaders.setdefault(size, FileLoader(size, classes))
         frames.append(Frame(name, intr, c2w, rgb_path=rgb, depth_scale=1.0 / unit, loader=loader, **extra))
-    return Scene(frames, classes, base, "transforms")
+    points = None
+    if d.get("ply_file_path"):  # nerfstudio's sparse SfM cloud, in the poses' world (ns-process-data, capture)
+        points = read_points_ply(_resolve(base, str(d["ply_file_path"]), path, "ply_file_path"))
+    return Scene(frames, classes, base, "transforms", points=points)
 
 
 def _camera_dict(intr: Intrinsics) -> dict[str, Any]:
@@ -210,6 +215,9 @@ def write_transforms(scene: Scene, out: Path, on_progress: ProgressFn | None = N
         frames_json.append(entry)
     if any_depth:
         doc["depth_unit_scale_factor"] = 1.0 / MM_PER_METRE
+    if scene.points is not None:
+        write_points_ply(out / "sparse_pc.ply", scene.points)
+        doc["ply_file_path"] = "sparse_pc.ply"
     doc["semantics"] = scene.classes.to_json()
     doc["frames"] = frames_json
     write_json(out / "transforms.json", doc)

@@ -12,17 +12,25 @@ Heuristic, in order:
    1.1 * median(camera distance to p) * tan(half the narrower field of view) — the half-width of the
    view at p. For lego (distance 4.03, fov 39.6 deg) that gives +-1.6 around p, which holds the model
    (NeRF synthetic objects fit in [-1.5, 1.5]^3). near = 5 % of the median camera distance.
-3. **Otherwise** (forward-facing or unordered captures without depth): the camera centres and the points one
-   "scene scale" ahead of each camera (scale = the cameras' spread, at least 1), padded by 10 %.
-   near = 1 % of the scale. A rough guess: give depth when you can.
+3. **No depth, sparse points** (`Scene.points`: COLMAP's points3D, nerfstudio's / `labelfield capture`'s
+   `sparse_pc.ply`): as 1, with the points: drop points farther from the cameras' centroid than 1.5 x the
+   99th percentile of that distance (stray, near-infinite triangulations), take the extent of the rest joined
+   with the camera centres, and pad by 5 %. near = 1 % of the box's longest side.
+4. **Otherwise** (forward-facing or unordered captures without depth or points): the camera centres and the
+   corners of every camera's view at one "scene scale" ahead (scale = the cameras' spread, at least 1), padded
+   by 10 %. The corners, not just the optical axes: a room swept by level cameras has its ceiling and floor at
+   the top and bottom of the views (a box of the axes cut them off: the field filled the box with fog, and the
+   ceiling's labels were lost). near = 1 % of the scale. A rough guess: give depth or points when you can.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from labelfield.cameras import unproject_depth
+from labelfield.cameras import Intrinsics, unproject_depth
 from labelfield.scene import Scene
+
+MIN_POINTS = 20  # fewer sparse points than this say little about the scene's extent: heuristic 4
 
 
 def _depth_points(scene: Scene, max_frames: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +94,24 @@ def scene_bounds(scene: Scene, max_frames: int = 32, max_points: int = 200_000) 
             half_fov = min(np.arctan2(intr.width / 2, intr.fx), np.arctan2(intr.height / 2, intr.fy))
             half = 1.1 * dist * np.tan(half_fov)
             return np.stack([p - half, p + half]), 0.05 * dist
+    if scene.points is not None and len(scene.points) >= MIN_POINTS:
+        pts = np.asarray(scene.points, np.float64)
+        r = np.linalg.norm(pts - centres.mean(0), axis=1)
+        pts = pts[r <= 1.5 * np.percentile(r, 99)]
+        lo, hi = np.minimum(pts.min(0), centres.min(0)), np.maximum(pts.max(0), centres.max(0))
+        pad = 0.05 * (hi - lo).max()
+        return np.stack([lo - pad, hi + pad]), 0.01 * float((hi - lo).max())
     spread = float(np.linalg.norm(centres.max(0) - centres.min(0))) if len(centres) > 1 else 0.0
     scale = max(spread, 1.0)
-    ext = np.concatenate([centres, centres + scale * axes])
+    ext = np.concatenate([centres] + [f.c2w[:3, 3] + scale * view_corners(f.c2w, f.intrinsics) for f in scene.frames])
     lo, hi = ext.min(0), ext.max(0)
     pad = 0.1 * (hi - lo).max()
     return np.stack([lo - pad, hi + pad]), 0.01 * scale
+
+
+def view_corners(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """World offsets (4, 3) from the camera centre to its view's corners at z-depth 1 (OpenCV: +z ahead)."""
+    x = (np.array([-0.5, intr.width - 0.5]) - intr.cx) / intr.fx  # pixel centres are integers: edges at -0.5
+    y = (np.array([-0.5, intr.height - 0.5]) - intr.cy) / intr.fy
+    cam = np.array([[a, b, 1.0] for a in x for b in y])
+    return cam @ np.asarray(c2w)[:3, :3].T
