@@ -21,10 +21,11 @@ gauge is otherwise free).
 
 Off by default: on the generated SfM room of tests/test_capture.py (320x240, 300 steps, two seeds) it cost
 0.02 mIoU (0.883 / 0.898 -> 0.860 / 0.874; the captured poses already label as well as the true ones,
-docs/capture-poses.md) at ~1/3 more time per step. Resolution of auto (`resolve_pose_refine`): on for scenes whose poses were estimated — a `labelfield capture`
-output (capture.json beside the scene), COLMAP, Record3D and Polycam scenes — off for scenes with exact poses
-(the generated rooms, the demo, Replica, in-memory scenes). The refined poses (F, 4, 4) are saved in every
-checkpoint ("poses"), and `labelfield.run.load_run` gives annotate, eval and export the training frames at them.
+docs/capture-poses.md) at ~1/3 more time per step. Resolution of auto (`resolve_pose_refine`): on for scenes
+whose poses were estimated — a `labelfield capture` output (capture.json beside the scene), COLMAP, Record3D
+and Polycam scenes — off for scenes with exact poses (the generated rooms, the demo, Replica, in-memory scenes).
+The refined poses (F, 4, 4) are saved in every checkpoint ("poses"), and `labelfield.run.load_run` gives
+annotate, eval and export the training frames at them.
 """
 
 from __future__ import annotations
