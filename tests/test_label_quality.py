@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labelfield.annotate.fuse import FusedRenderer, fuse_probs
-from labelfield.baselines.nearest_point import LabelledPoints, depth_normals, unit_rgb
+from labelfield.baselines.nearest_point import QUERY_EPS, LabelledPoints, depth_normals, unit_rgb
 from labelfield.baselines.pseudo_labels import make_pseudo_labels
 from labelfield.cameras import project, unproject_depth
 from labelfield.errors import LabelfieldError
@@ -214,6 +214,22 @@ def test_nearest_points_vote_matches_brute_force():
         assert conf[j] == pytest.approx(votes[best] / sum(votes.values()), rel=1e-5)
     empty_labels, empty_conf = LabelledPoints(np.zeros((0, 3)), np.zeros(0)).query(q)
     assert (empty_labels == 0).all() and (empty_conf == 0).all()
+
+
+def test_approximate_nearest_points_keep_almost_every_label():
+    """eps > 0 (annotate's fill, `QUERY_EPS`): neighbours within (1 + eps) of the exact ones, so on clustered
+    classes the vote stays that of the exact search almost everywhere; eps 0 is the exact search."""
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(-1, 1, (12, 6))
+    cls = rng.integers(0, 12, 20000)
+    pts = centres[cls] + rng.normal(0, 0.25, (20000, 6))
+    cloud = LabelledPoints(pts[:, :3], cls + 1, pts[:, 3:], 1.0)
+    q = centres[rng.integers(0, 12, 3000)] + rng.normal(0, 0.25, (3000, 6))
+    exact, conf = cloud.query(q[:, :3], normals=q[:, 3:])
+    approx, conf_a = cloud.query(q[:, :3], normals=q[:, 3:], eps=QUERY_EPS)
+    assert np.mean(exact == approx) > 0.97 and np.mean(exact != approx) > 0  # approximate, and close
+    assert np.abs(conf - conf_a).mean() < 0.05
+    np.testing.assert_array_equal(cloud.query(q[:, :3], normals=q[:, 3:], eps=0.0)[0], exact)
 
 
 def test_normals_of_a_tilted_plane_face_the_camera_and_skip_holes():

@@ -35,6 +35,11 @@ MAX_POINTS = 250_000
 colour) a query costs ~4x more at 768k points than at 192k, and the labels agree on 99.7 % of queries."""
 
 
+QUERY_EPS = 0.5
+"""Approximation of annotate's fill search (`LabelledPoints.query(eps=)`): a 320x240 frame's KD-tree queries take
+half the time, and 99.87 % of the labels are those of the exact search (t-walk-plaster, 7 frames, 130k queries)."""
+
+
 class LabelledPoints:
     """A labelled point cloud, queried by nearest neighbours.
 
@@ -65,6 +70,8 @@ class LabelledPoints:
         # Search in (x, y, z, w_n n, w_c rgb): a surface facing elsewhere, or of another colour, counts as farther.
         keys = self._keys(self.points, normals, colors)
         self.tree = cKDTree(keys) if len(self.points) else None
+        # The classes of the cloud, and each point's index among them: votes are counted with one bincount.
+        self.classes, self.class_of = np.unique(self.ids, return_inverse=True)
 
     def _keys(self, xyz: np.ndarray, normals: np.ndarray | None, colors: np.ndarray | None) -> np.ndarray:
         cols = [np.asarray(xyz, np.float64).reshape(-1, 3)]
@@ -111,21 +118,24 @@ class LabelledPoints:
         min_dist: float = 1e-3,
         normals: np.ndarray | None = None,
         colors: np.ndarray | None = None,
+        eps: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels (N,) original ids, confidence (N,) float32 in [0, 1]) for world points xyz (N, 3); with
-        `normal_weight` / `color_weight`, their unit normals / RGB in [0, 1] (N, 3) too (zeros where unknown)."""
+        `normal_weight` / `color_weight`, their unit normals / RGB in [0, 1] (N, 3) too (zeros where unknown).
+        eps > 0: approximate neighbours, each within (1 + eps) of the true k-th distance (scipy's cKDTree), much
+        faster over 9 search numbers (`QUERY_EPS`)."""
         n = len(xyz)
         if self.tree is None or n == 0:
             return np.zeros(n, self.ids.dtype), np.zeros(n, np.float32)
         k = min(k, len(self.points))
-        dist, nn = self.tree.query(self._keys(xyz, normals, colors), k=k, workers=-1)
+        dist, nn = self.tree.query(self._keys(xyz, normals, colors), k=k, workers=-1, eps=eps)
         dist, nn = dist.reshape(n, k), nn.reshape(n, k)
-        classes, inv = np.unique(self.ids[nn], return_inverse=True)  # votes over the classes seen, not all ids
-        votes = np.zeros((n, len(classes)))
-        np.add.at(votes, (np.repeat(np.arange(n), k), inv.ravel()), (1.0 / np.maximum(dist, min_dist)).ravel())
+        nc = len(self.classes)
+        cell = (np.arange(n)[:, None] * nc + self.class_of[nn]).ravel()  # (query, class) of every neighbour
+        votes = np.bincount(cell, (1.0 / np.maximum(dist, min_dist)).ravel(), minlength=n * nc).reshape(n, nc)
         best = votes.argmax(1)
         conf = votes[np.arange(n), best] / np.maximum(votes.sum(1), 1e-12)
-        return classes[best], conf.astype(np.float32)
+        return self.classes[best], conf.astype(np.float32)
 
 
 def depth_normals(xyz: np.ndarray, depth: np.ndarray, c2w: np.ndarray, step: int = 1) -> np.ndarray:
