@@ -153,7 +153,7 @@ def score_fused(
     boundaries refined on the same depth's edges (`refine`). Scored like `score_model`
     (consistency on GT depth)."""
     from labelfield.annotate.fitted import run_labels_fn
-    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.frames import annotate_frames, auto_opacity_threshold
     from labelfield.annotate.fuse import FusedRenderer
     from labelfield.annotate.refine import DEFAULT_TOL
 
@@ -184,6 +184,7 @@ def score_fused(
             keep_given=False,
             scene_path=run.scene.root,
             method="ngp+fusion",
+            opacity_threshold=auto_opacity_threshold(run.scene, run.classes),  # as annotate's default
         )
         return score(Path(tmp), run.scene)
 

@@ -128,7 +128,7 @@ def score_model(
     chunk: int,
 ) -> dict[str, Any]:
     """Render `frames` with the model (as `labelfield annotate` does, without its depth) and score them."""
-    from labelfield.annotate.frames import annotate_frames
+    from labelfield.annotate.frames import annotate_frames, auto_opacity_threshold
     from labelfield.render.chunked import render_image
 
     def render(intr: Any, c2w: np.ndarray) -> dict[str, Any]:
@@ -148,6 +148,7 @@ def score_model(
             keep_given=False,
             scene_path=scene.root,
             method=method,
+            opacity_threshold=auto_opacity_threshold(scene, scene.classes),  # as annotate's default
         )
         return score(Path(tmp), scene)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,12 +10,13 @@ import pytest
 from tiny import TINY_NGP
 
 from labelfield.annotate import annotate_frames
+from labelfield.annotate.frames import auto_opacity_threshold
 from labelfield.errors import LabelfieldError
 from labelfield.io import atomic_dir, read_image
 from labelfield.labelset import read_labelset
 from labelfield.run import RunFolder
 from labelfield.scene import Scene
-from labelfield.synth.toy import toy_scene
+from labelfield.synth.toy import look_at, toy_scene
 
 
 def gt_render_fn(scene: Scene, hole: tuple[slice, slice] | None = None):
@@ -80,6 +82,31 @@ def test_background_class_where_empty_and_probs(tmp_path):
         assert (gt == 1).any() and (gt != 1).any()
         np.testing.assert_array_equal(ls.load_labels(name), gt)
         assert ls.load_probs(name).shape == (16, 24, 5)
+
+
+def test_auto_opacity_threshold_voids_misses_only_where_rays_can_miss(tmp_path):
+    """auto: 0.5 with a background class, with depth missing on most of a frame (an object before nothing),
+    or with cameras looking inward and no depth; 0 in a room with depth and for level cameras sweeping a room.
+    With 0, a semi-transparent room keeps its argmax labels instead of turning void."""
+    room = toy_scene(6, 32, 24)
+    assert auto_opacity_threshold(room, room.classes) == 0.0  # depth everywhere: every ray meets a surface
+    obj = toy_scene(6, 32, 24, room=False)
+    assert obj.classes.background_class is not None and auto_opacity_threshold(obj, obj.classes) == 0.5
+    no_bg = dataclasses.replace(obj.classes, background_class=None)
+    assert auto_opacity_threshold(obj, no_bg) == 0.5  # 89 % of each frame has no depth
+    bare = lambda sc: Scene(  # noqa: E731
+        [dataclasses.replace(f, arrays={"rgb": f.load_rgb()}, depth_path=None) for f in sc.frames], sc.classes
+    )
+    assert auto_opacity_threshold(bare(obj), no_bg) == 0.5  # cameras around the object, looking in
+    level = [
+        dataclasses.replace(f, c2w=look_at(np.array([0.3 * k, 0.0, 1.5]), np.array([0.3 * k, 2.0, 1.5])))
+        for k, f in enumerate(bare(room).frames)
+    ]
+    assert auto_opacity_threshold(Scene(level, room.classes), room.classes) == 0.0  # a sweep along a wall
+    render = gt_render_fn(room, hole=(slice(0, 5), slice(0, 7)))  # a patch the field has left semi-transparent
+    annotate_frames(render, room, room.classes, tmp_path, [1], set(), opacity_threshold=0.0, overlay=False)
+    lab = read_labelset(tmp_path).load_labels(room.names[1])
+    assert (lab[0:5, 0:7] != 0).all()  # labelled (the render's argmax), not void
 
 
 def test_keep_given_never_overwrites_human_pixels(tmp_path):

@@ -75,8 +75,10 @@ class AnnotateCommand:
     """Keep the user's labels on labelled frames (pixels the user labelled are never overwritten)."""
     save_probs: bool = False
     """Also save the class probabilities as LABELS/probs/<frame>.npz (float16)."""
-    opacity_threshold: float = 0.5
-    """Pixels whose accumulated opacity is below this are void (or the scene's background class)."""
+    opacity_threshold: float | None = None
+    """Pixels whose accumulated opacity is below this are void (or the scene's background class). Default (auto):
+    0.5 for scenes with a background class and object captures (cameras looking inward), 0 otherwise (in a room
+    every pixel sees a surface, and a field that is still semi-transparent has the right labels there)."""
     chunk: int = 65536
     """Rays per render call: memory grows with it."""
     device: str = "auto"
@@ -147,6 +149,11 @@ class AnnotateCommand:
 
             cams = read_camera_path(self.trajectory, scene.frames[0].intrinsics)
         scene_path = str(self.scene.resolve()) if self.scene is not None else loaded.manifest.scene
+        threshold = self.opacity_threshold
+        if threshold is None:
+            from labelfield.annotate.frames import auto_opacity_threshold
+
+            threshold = auto_opacity_threshold(scene, loaded.classes)
         t0 = time.perf_counter()
         with atomic_dir(self.out) as tmp, RichProgress(bars=self.progress) as show:
             records = []
@@ -156,7 +163,7 @@ class AnnotateCommand:
                     tmp,
                     indices,
                     keep_given=self.keep_given,
-                    opacity_threshold=self.opacity_threshold,
+                    opacity_threshold=threshold,
                     save_probs=self.save_probs,
                     chunk=self.chunk,
                     scene_path=scene_path,
@@ -177,7 +184,7 @@ class AnnotateCommand:
                     loaded.classes,
                     tmp / "trajectory.mp4",
                     fps=self.fps,
-                    opacity_threshold=self.opacity_threshold,
+                    opacity_threshold=threshold,
                     on_progress=show,
                 )
         n_given = sum(r.given for r in records)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from labelfield.annotate.frames import annotate_frames
+from labelfield.annotate.frames import annotate_frames, auto_opacity_threshold
 from labelfield.labelset import FrameRecord
 from labelfield.progress import ProgressFn
 from labelfield.run import LoadedRun
@@ -59,7 +59,7 @@ def annotate_run(
     indices: Sequence[int] | None = None,
     *,
     keep_given: bool = True,
-    opacity_threshold: float = 0.5,
+    opacity_threshold: float | None = None,
     save_probs: bool = False,
     chunk: int | None = None,
     scene_path: str | None = None,
@@ -72,13 +72,16 @@ def annotate_run(
     fill_unseen: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
-    `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames`. `scene_path` goes into frames.json
-    (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
-    what it costs: rgb runs the colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth):
-    fuse the field with the user's labels reprojected through depth (`annotate.fuse.FusedRenderer`), then
-    (`refine`) pull label boundaries onto depth edges (`annotate.refine`); `fill_unseen`: pixels nothing
-    reprojects to also hear the nearest labelled 3D points (`baselines.nearest_point`)."""
+        `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames` (`opacity_threshold` None: auto,
+    `annotate.frames.auto_opacity_threshold`). `scene_path` goes into frames.json
+        (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
+        what it costs: rgb runs the colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth):
+        fuse the field with the user's labels reprojected through depth (`annotate.fuse.FusedRenderer`), then
+        (`refine`) pull label boundaries onto depth edges (`annotate.refine`); `fill_unseen`: pixels nothing
+        reprojects to also hear the nearest labelled 3D points (`baselines.nearest_point`)."""
     scene = loaded.scene
+    if opacity_threshold is None:  # auto: void for "no surface" only where a ray can miss every surface
+        opacity_threshold = auto_opacity_threshold(scene, loaded.classes)
     indices = list(range(len(scene))) if indices is None else list(indices)
     has_depth = len(scene.frames) > 0 and all(f.has_depth() for f in scene.frames)
     fusing = bool(loaded.labelled) and (fuse == "on" or (fuse == "auto" and has_depth))

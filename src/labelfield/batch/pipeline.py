@@ -49,7 +49,7 @@ ANNOTATE_DEFAULTS: dict[str, Any] = {
     "frames": "all",
     "keep_given": True,
     "save_probs": False,
-    "opacity_threshold": 0.5,
+    "opacity_threshold": None,  # auto (annotate.frames.auto_opacity_threshold)
     "chunk": 16384,
 }
 EXPORT_SUFFIX = {
@@ -339,7 +339,7 @@ def _annotate_stage(spec: SceneSpec, scene_dir: Path) -> None:
             tmp,
             indices,
             keep_given=bool(opts["keep_given"]),  # the given labels: exactly what the run trained on
-            opacity_threshold=float(opts["opacity_threshold"]),
+            opacity_threshold=None if opts["opacity_threshold"] is None else float(opts["opacity_threshold"]),
             save_probs=bool(opts["save_probs"]),
             chunk=int(opts["chunk"]),
         )

@@ -73,7 +73,6 @@ def scene_bounds(scene: Scene, max_frames: int = 32, max_points: int = 200_000) 
     """
     poses = scene.poses()
     centres = poses[:, :3, 3]
-    axes = poses[:, :3, 2]  # OpenCV: +z is the viewing direction
     pts, zs = _depth_points(scene, max_frames, max_points)
     if len(pts) >= 100:
         # Stray depth is far depth (through windows, sensor noise): drop points deeper than 1.5 x the 99th
@@ -85,15 +84,13 @@ def scene_bounds(scene: Scene, max_frames: int = 32, max_points: int = 200_000) 
         pad = 0.05 * (hi - lo).max()
         near = float(np.clip(0.5 * np.percentile(zs.astype(np.float64), 1), 0.01, 0.1))
         return np.stack([lo - pad, hi + pad]), near
-    if len(centres) >= 3:
-        p = _axes_convergence(centres, axes)
-        ahead = ((p - centres) * axes).sum(1) > 0
-        if ahead.mean() >= 0.8:
-            dist = float(np.median(np.linalg.norm(p - centres, axis=1)))
-            intr = scene.frames[0].intrinsics
-            half_fov = min(np.arctan2(intr.width / 2, intr.fx), np.arctan2(intr.height / 2, intr.fy))
-            half = 1.1 * dist * np.tan(half_fov)
-            return np.stack([p - half, p + half]), 0.05 * dist
+    p = inward_centre(scene)
+    if p is not None:
+        dist = float(np.median(np.linalg.norm(p - centres, axis=1)))
+        intr = scene.frames[0].intrinsics
+        half_fov = min(np.arctan2(intr.width / 2, intr.fx), np.arctan2(intr.height / 2, intr.fy))
+        half = 1.1 * dist * np.tan(half_fov)
+        return np.stack([p - half, p + half]), 0.05 * dist
     if scene.points is not None and len(scene.points) >= MIN_POINTS:
         pts = np.asarray(scene.points, np.float64)
         r = np.linalg.norm(pts - centres.mean(0), axis=1)
@@ -107,6 +104,17 @@ def scene_bounds(scene: Scene, max_frames: int = 32, max_points: int = 200_000) 
     lo, hi = ext.min(0), ext.max(0)
     pad = 0.1 * (hi - lo).max()
     return np.stack([lo - pad, hi + pad]), 0.01 * scale
+
+
+def inward_centre(scene: Scene) -> np.ndarray | None:
+    """The point (3,) the cameras look at when they look inward (an object capture: the point nearest to every
+    optical axis lies in front of >= 80 % of the cameras, heuristic 2), else None."""
+    poses = scene.poses()
+    if len(poses) < 3:
+        return None
+    centres, axes = poses[:, :3, 3], poses[:, :3, 2]  # OpenCV: +z is the viewing direction
+    p = _axes_convergence(centres, axes)
+    return p if (((p - centres) * axes).sum(1) > 0).mean() >= 0.8 else None
 
 
 def view_corners(c2w: np.ndarray, intr: Intrinsics) -> np.ndarray:
