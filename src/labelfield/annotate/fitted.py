@@ -72,13 +72,13 @@ def annotate_run(
     fill_unseen: bool = True,
 ) -> list[FrameRecord]:
     """Render frames `indices` (default: all) of a loaded run into `out_dir` (a temporary folder from
-        `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames` (`opacity_threshold` None: auto,
-    `annotate.frames.auto_opacity_threshold`). `scene_path` goes into frames.json
-        (default: the scene the run was fitted on). rgb / depth / overlay: write those outputs too (each costs
-        what it costs: rgb runs the colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth):
-        fuse the field with the user's labels reprojected through depth (`annotate.fuse.FusedRenderer`), then
-        (`refine`) pull label boundaries onto depth edges (`annotate.refine`); `fill_unseen`: pixels nothing
-        reprojects to also hear the nearest labelled 3D points (`baselines.nearest_point`)."""
+    `labelfield.io.atomic_dir`) as a LABELS folder; see `annotate_frames` (`opacity_threshold` None: auto,
+    `annotate.frames.auto_opacity_threshold`). `scene_path` goes into frames.json (default: the scene the run
+    was fitted on). rgb / depth / overlay: write those outputs too (each costs what it costs: rgb runs the
+    colour head). fuse: "on" / "off" / "auto" (= on when every frame has depth): fuse the field with the user's
+    labels reprojected through depth (`annotate.fuse.FusedRenderer`), then (`refine`) pull label boundaries
+    onto depth edges (`annotate.refine`); `fill_unseen`: pixels nothing reprojects to also hear the nearest
+    labelled 3D points (`baselines.nearest_point`)."""
     scene = loaded.scene
     if opacity_threshold is None:  # auto: void for "no surface" only where a ray can miss every surface
         opacity_threshold = auto_opacity_threshold(scene, loaded.classes)
