@@ -465,6 +465,9 @@ def test_transforms_sparse_points_round_trip(tmp_path: Path) -> None:
     root = write_scene(dataclasses.replace(scene, points=points), tmp_path / "t", "transforms")
     assert json.loads((root / "transforms.json").read_text())["ply_file_path"] == "sparse_pc.ply"
     np.testing.assert_allclose(load_scene(root).points, points, atol=1e-6)  # float32 in the PLY
+    (root / "sparse_pc.ply").write_text("not a ply")
+    with pytest.raises(LabelfieldError, match=r"sparse_pc\.ply: not a point cloud with vertex x, y, z"):
+        load_scene(root)
     (root / "sparse_pc.ply").unlink()
     with pytest.raises(LabelfieldError, match=r"sparse_pc\.ply: ply_file_path not found"):
         load_scene(root)

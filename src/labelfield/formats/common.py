@@ -182,12 +182,12 @@ def warn(message: str, path: str | Path | None = None) -> None:
 def read_points_ply(path: Path) -> np.ndarray:
     """The x, y, z (M, 3) float64 of a PLY file's `vertex` element (a sparse SfM cloud: nerfstudio's
     `sparse_pc.ply`, labelfield capture's); other properties are ignored."""
-    from plyfile import PlyData
+    from plyfile import PlyData, PlyParseError
 
     try:
         v = PlyData.read(str(path))["vertex"]
         xyz = np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z")], 1)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, PlyParseError) as e:
         raise LabelfieldError(f"not a point cloud with vertex x, y, z: {e}", path) from None
     return xyz[np.isfinite(xyz).all(1)]
 
